@@ -1,0 +1,439 @@
+"""Annotate a video per frame: faces, class probabilities, labels, and the files for ELAN.
+
+The flow is ``video -> frames -> faces -> crops -> classifier -> per-frame
+table -> csv / eaf / timeline / overlay``. Frames stream: a frame is dropped as
+soon as its face crop is cut, crops are classified in batches, and only the
+table rows are kept, so memory does not grow with the video's length beyond
+one small row per frame. Every output is computed from the table alone.
+
+Policies:
+
+* No face: the row is kept with ``face=False``, NaN box and probabilities and
+  label ``""``; ELAN shows a gap there.
+* Several faces: the largest one is classified (:func:`signfer.faces.crop.largest`,
+  the signer is nearest the camera); ``n_faces`` records how many there were.
+
+>>> result = annotate_video("clip.mp4", "out", classifier, detector, fps=10, smooth=5)  # doctest: +SKIP
+>>> result.detection_rate  # doctest: +SKIP
+0.97
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+import av
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+
+from signfer.errors import SignferError
+from signfer.export.elan import write_eaf
+from signfer.export.tables import (
+    PROB_PREFIX,
+    class_names,
+    parquet_available,
+    prob_columns,
+    write_table,
+)
+from signfer.faces.base import Detector
+from signfer.faces.crop import crop_face, largest
+from signfer.inference.smoothing import smooth_probs
+from signfer.inference.video import Frame, iter_frames, probe
+from signfer.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+#: Encoders tried in order for the overlay video: H.264 where FFmpeg has it,
+#: else MPEG-4 part 2, which every FFmpeg build can write.
+OVERLAY_CODECS = ("libx264", "mpeg4")
+
+
+class Classifier(Protocol):
+    """What video inference needs from a model (the lead's checkpoint wrapper provides it)."""
+
+    labels: tuple[str, ...]
+    input_size: int
+
+    def predict_proba(self, crops: np.ndarray) -> np.ndarray:
+        """N x S x S x 3 uint8 RGB crops -> N x C probabilities in ``labels`` order."""
+        ...
+
+
+@dataclass
+class AnnotateResult:
+    """What :func:`annotate_video` produced for one video.
+
+    Attributes:
+        video: the input video.
+        table: the per-frame table, smoothed columns included.
+        outputs: written files by kind: ``csv``, ``parquet``, ``eaf``,
+            ``timeline``, ``overlay`` (only those written).
+        seconds: wall time taken.
+    """
+
+    video: Path
+    table: pd.DataFrame
+    outputs: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.table)
+
+    @property
+    def n_faces(self) -> int:
+        return int(self.table["face"].sum())
+
+    @property
+    def detection_rate(self) -> float:
+        """Fraction of kept frames in which a face was found."""
+        return self.n_faces / self.n_frames if self.n_frames else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.video.name}: {self.n_frames} frames, face in {self.detection_rate:.0%}, "
+            f"{self.seconds:.1f} s -> {', '.join(p.name for p in self.outputs.values())}"
+        )
+
+
+@dataclass
+class AnnotateManyResult:
+    """Results of :func:`annotate_many`: the videos done, and one line per video that failed."""
+
+    results: list[AnnotateResult]
+    errors: list[str]
+
+
+def annotate_frames(
+    frames: Iterable[Frame],
+    classifier: Classifier,
+    detector: Detector,
+    *,
+    batch_size: int = 64,
+    video: str = "",
+) -> pd.DataFrame:
+    """Detect, crop and classify the face in each frame; one table row per frame.
+
+    Args:
+        frames: e.g. :func:`~signfer.inference.video.iter_frames`; consumed once.
+        classifier: gives ``labels``, ``input_size`` and ``predict_proba``.
+        detector: gives ``detect(rgb) -> list[Box]``.
+        batch_size: crops per ``predict_proba`` call.
+        video: value of the ``video`` column.
+
+    Returns:
+        The per-frame table (columns in :mod:`signfer.export.tables`).
+
+    Raises:
+        SignferError: the classifier returned probabilities of the wrong shape.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    labels = tuple(classifier.labels)
+    if not labels:
+        raise SignferError("the classifier has no labels")
+    size = int(classifier.input_size)
+    columns: dict[str, list] = {k: [] for k in ("frame", "time_s", "face", "x", "y", "w", "h",
+                                              "det_score", "n_faces")}
+    blocks: list[np.ndarray] = []  # probabilities, one block per batch of rows
+    crops: list[np.ndarray] = []
+    crop_rows: list[int] = []  # row of each pending crop, relative to the block
+    block_start = 0
+
+    def flush() -> None:
+        nonlocal block_start, crops, crop_rows
+        block = np.full((len(columns["frame"]) - block_start, len(labels)), np.nan)
+        if crops:
+            probs = np.asarray(classifier.predict_proba(np.stack(crops)), dtype=float)
+            if probs.shape != (len(crops), len(labels)):
+                raise SignferError(
+                    f"the classifier returned probabilities of shape {probs.shape} for "
+                    f"{len(crops)} crops and {len(labels)} labels"
+                )
+            block[crop_rows] = probs
+        blocks.append(block)
+        block_start += len(block)
+        crops, crop_rows = [], []
+
+    for frame in frames:
+        boxes = list(detector.detect(frame.image))
+        box = largest(boxes)
+        columns["frame"].append(frame.index)
+        columns["time_s"].append(frame.timestamp_s)
+        columns["face"].append(box is not None)
+        columns["n_faces"].append(len(boxes))
+        for key in ("x", "y", "w", "h"):
+            columns[key].append(getattr(box, key) if box is not None else np.nan)
+        columns["det_score"].append(box.score if box is not None else np.nan)
+        if box is not None:
+            crop_rows.append(len(columns["frame"]) - 1 - block_start)
+            crops.append(crop_face(frame.image, box, size))
+            if len(crops) >= batch_size:
+                flush()
+    flush()
+
+    probs = np.concatenate(blocks) if blocks else np.empty((0, len(labels)))
+    table = pd.DataFrame(columns)
+    table.insert(0, "video", video)
+    table = table.astype({"frame": int, "time_s": float, "face": bool, "n_faces": int})
+    for k, name in enumerate(labels):
+        table[f"{PROB_PREFIX}{name}"] = probs[:, k]
+    table["label"], table["confidence"] = _decide(probs, labels)
+    return table
+
+
+def _decide(probs: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Top label and its probability per row; ``""`` and NaN where the row is NaN."""
+    if len(probs) == 0:
+        return [], np.zeros(0)
+    face = ~np.isnan(probs).any(axis=1)
+    filled = np.where(face[:, None], probs, -np.inf)
+    names = [labels[k] if ok else "" for k, ok in zip(filled.argmax(axis=1), face)]
+    return names, np.where(face, filled.max(axis=1), np.nan)
+
+
+def add_smoothed(table: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Add ``label_smoothed`` and ``confidence_smoothed`` from a moving average of the probabilities.
+
+    See :func:`~signfer.inference.smoothing.smooth_probs`; ``window=1`` copies
+    ``label`` and ``confidence``.
+    """
+    probs = table[prob_columns(table)].to_numpy(dtype=float)
+    names, confidence = _decide(smooth_probs(probs, window), class_names(table))
+    return table.assign(label_smoothed=names, confidence_smoothed=confidence)
+
+
+def write_timeline(table: pd.DataFrame, out_path: str | Path, *, title: str = "") -> Path:
+    """Plot each class's probability over time, one row per class, as a PNG.
+
+    Thin lines are the raw per-frame probabilities, thick ones the smoothed
+    label's confidence where that label is the row's class; gaps are frames
+    without a face.
+    """
+    # The object-oriented API with an Agg canvas: no pyplot state, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    prob_cols = prob_columns(table)
+    t = table["time_s"].to_numpy(dtype=float)
+    fig = Figure(figsize=(10, 0.9 + 0.75 * len(prob_cols)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(prob_cols), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, column in zip(axes, prob_cols):
+        name = column[len(PROB_PREFIX):]
+        ax.plot(t, table[column].to_numpy(dtype=float), lw=0.8, color="tab:blue",
+                label="probability")
+        if "label_smoothed" in table:
+            chosen = np.where(table["label_smoothed"] == name,
+                              table["confidence_smoothed"].to_numpy(dtype=float), np.nan)
+            ax.plot(t, chosen, lw=2.5, color="tab:orange", label="label (smoothed)")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_yticks([0, 1])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center")
+    axes[-1].set_xlabel("time (s)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper right", ncols=2,
+               fontsize="small", frameon=False)
+    if title:
+        axes[0].set_title(title)
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return out_path
+
+
+def write_overlay(
+    video_path: str | Path,
+    table: pd.DataFrame,
+    out_path: str | Path,
+    *,
+    label_column: str = "label_smoothed",
+) -> Path:
+    """Re-encode the video with each frame's face box and label drawn on it.
+
+    Every decoded frame is written (so the overlay plays like the original);
+    a frame that was not kept by ``every``/``fps`` shows the annotation of the
+    last kept frame before it. Width and height are cut to even numbers, as
+    yuv420p needs. Timestamps are copied, so variable frame rate survives.
+    """
+    video_path, out_path = Path(video_path), Path(out_path)
+    if label_column not in table:
+        label_column = "label"
+    confidence_column = "confidence_smoothed" if label_column == "label_smoothed" else "confidence"
+    rows = table.sort_values("frame").reset_index(drop=True)
+    row_frames = rows["frame"].to_numpy()
+    info = probe(video_path)
+    width, height = info["width"] // 2 * 2, info["height"] // 2 * 2
+    rate = Fraction(info["fps"]).limit_denominator(1001) if info["fps"] == info["fps"] else 25
+    font = _font(height)
+    with atomic_path(out_path) as tmp:
+        with av.open(str(tmp), "w", format="mp4") as out:
+            stream = _overlay_stream(out, rate, width, height)
+            last_pts = -1
+            for frame in iter_frames(video_path):
+                image = Image.fromarray(frame.image[:height, :width])
+                k = np.searchsorted(row_frames, frame.index, side="right") - 1
+                if k >= 0 and bool(rows.at[k, "face"]):
+                    _draw(image, rows.iloc[k], rows.at[k, label_column],
+                          rows.at[k, confidence_column], font)
+                video_frame = av.VideoFrame.from_image(image)
+                last_pts = max(last_pts + 1, int(round(frame.timestamp_s * 1000)))
+                video_frame.pts = last_pts
+                video_frame.time_base = Fraction(1, 1000)
+                for packet in stream.encode(video_frame):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+    return out_path
+
+
+def _overlay_stream(out, rate: Fraction, width: int, height: int):
+    errors = []
+    for codec in OVERLAY_CODECS:
+        try:
+            stream = out.add_stream(codec, rate=rate)
+        except (av.FFmpegError, ValueError) as exc:
+            errors.append(f"{codec}: {exc}")
+            continue
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        # Millisecond timestamps keep the source's (possibly variable) timing.
+        stream.time_base = Fraction(1, 1000)
+        stream.codec_context.time_base = Fraction(1, 1000)
+        return stream
+    raise SignferError(f"no video encoder available for the overlay ({'; '.join(errors)})")
+
+
+def _font(height: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=max(12, height // 24))
+    except TypeError:  # Pillow < 10.1 has one fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _draw(image: Image.Image, row: pd.Series, label: str, confidence: float, font) -> None:
+    draw = ImageDraw.Draw(image)
+    x, y, w, h = (float(row[k]) for k in ("x", "y", "w", "h"))
+    line = max(2, image.width // 240)
+    draw.rectangle([x, y, x + w, y + h], outline=(0, 255, 0), width=line)
+    text = f"{label} {confidence:.2f}" if confidence == confidence else str(label)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    ty = y - (bottom - top) - 2 * line if y - (bottom - top) - 2 * line >= 0 else y + h + line
+    draw.rectangle([x, ty, x + (right - left) + 2 * line, ty + (bottom - top) + 2 * line],
+                   fill=(0, 0, 0))
+    draw.text((x + line - left, ty + line - top), text, fill=(255, 255, 255), font=font)
+
+
+def annotate_video(
+    path: str | Path,
+    out_dir: str | Path,
+    classifier: Classifier,
+    detector: Detector,
+    *,
+    every: int | None = None,
+    fps: float | None = None,
+    smooth: int = 1,
+    min_duration: float = 0.0,
+    overlay: bool = False,
+    write_parquet: bool = True,
+    batch_size: int = 64,
+) -> AnnotateResult:
+    """Annotate one video and write its files into ``out_dir``.
+
+    Writes, each atomically, for a video ``<stem>.mp4``:
+    ``<stem>.frames.csv`` (and ``<stem>.frames.parquet`` when pyarrow is
+    installed and ``write_parquet``), ``<stem>.eaf`` (segments of
+    ``label_smoothed``), ``<stem>.timeline.png`` and, with ``overlay``,
+    ``<stem>.overlay.mp4``.
+
+    Args:
+        path: the video.
+        out_dir: folder for the outputs; created if missing.
+        classifier: the model (see :class:`Classifier`).
+        detector: the face detector.
+        every: keep every N-th frame (see :func:`~signfer.inference.video.iter_frames`).
+        fps: keep at most this many frames per second.
+        smooth: moving-average window in kept frames for ``label_smoothed``.
+        min_duration: shortest ELAN segment in seconds; shorter ones merge
+            into a neighbour (see :mod:`signfer.export.elan`).
+        overlay: also write a video with boxes and labels drawn.
+        write_parquet: also write Parquet when pyarrow is available.
+        batch_size: crops per classifier call.
+
+    Returns:
+        An :class:`AnnotateResult` with the table, the files and the detection rate.
+
+    Raises:
+        SignferError: the video cannot be read (the message names it).
+    """
+    started = time.perf_counter()
+    path, out_dir = Path(path), Path(out_dir)
+    frames = iter_frames(path, every=every, fps=fps)
+    table = annotate_frames(frames, classifier, detector, batch_size=batch_size, video=path.name)
+    table = add_smoothed(table, smooth)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = path.stem
+    outputs = {"csv": write_table(table, out_dir / f"{stem}.frames.csv")}
+    if write_parquet and parquet_available():
+        outputs["parquet"] = write_table(table, out_dir / f"{stem}.frames.parquet")
+    outputs["eaf"] = write_eaf(table, path, out_dir / f"{stem}.eaf", min_duration=min_duration,
+                               label_column="label_smoothed")
+    result = AnnotateResult(path, table, outputs)
+    outputs["timeline"] = write_timeline(
+        table, out_dir / f"{stem}.timeline.png",
+        title=f"{path.name}: face in {result.detection_rate:.0%} of {len(table)} frames",
+    )
+    if overlay:
+        outputs["overlay"] = write_overlay(path, table, out_dir / f"{stem}.overlay.mp4")
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def annotate_many(
+    paths: Iterable[str | Path],
+    out_dir: str | Path,
+    classifier: Classifier,
+    detector: Detector,
+    **options,
+) -> AnnotateManyResult:
+    """Run :func:`annotate_video` on each video; a bad video does not stop the rest.
+
+    Each video whose reading fails (:class:`~signfer.errors.SignferError`)
+    gives one line in ``errors``, also logged at ERROR level. Two videos with
+    the same file name stem would overwrite each other's outputs, so the
+    later one is refused with an error line.
+
+    Args:
+        paths: the videos.
+        out_dir: folder for all outputs.
+        classifier, detector: as for :func:`annotate_video`.
+        **options: passed on to :func:`annotate_video`.
+
+    Returns:
+        The results of the videos done and the error lines, in input order.
+    """
+    results: list[AnnotateResult] = []
+    errors: list[str] = []
+    stems: dict[str, Path] = {}
+    for path in map(Path, paths):
+        try:
+            if path.stem in stems:
+                raise SignferError(
+                    f"{path}: skipped, its outputs would overwrite those of {stems[path.stem]} "
+                    "(same file name stem)"
+                )
+            result = annotate_video(path, out_dir, classifier, detector, **options)
+        except SignferError as exc:
+            message = " ".join(str(exc).split())
+            log.error("%s", message)
+            errors.append(message)
+            continue
+        stems[path.stem] = path
+        log.info("%s", result.summary())
+        results.append(result)
+    return AnnotateManyResult(results, errors)

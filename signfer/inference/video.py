@@ -1,0 +1,257 @@
+"""Video decoding that streams: one RGB frame at a time, with its timestamp.
+
+Every video reader in signfer goes through :func:`iter_frames`, so that frame
+indices, timestamps, subsampling and rotation mean the same thing in inference,
+ELAN export and dataset preparation.
+
+Conventions:
+
+* ``index`` counts *decoded* frames from 0, before any subsampling, so that a
+  row of the per-frame table can be found again in the video.
+* ``timestamp_s`` is the frame's presentation time, ``pts * time_base``, minus
+  the container's start time, so that the first frame of an ordinary file is
+  at 0 s, as media players (and therefore ELAN) show it. Reading pts instead
+  of counting frames keeps variable-frame-rate video (phones, webcams) right.
+* Rotation metadata (the display matrix that phones write for portrait video)
+  is applied, so ``image`` is upright as a player shows it. Only multiples of
+  90 degrees are applied; other angles do not occur in practice and are
+  ignored. Mirroring flags in the matrix are ignored too.
+
+>>> for frame in iter_frames("clip.mp4", fps=5):  # doctest: +SKIP
+...     print(frame.index, frame.timestamp_s, frame.image.shape)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from signfer.errors import SignferError
+
+#: Slack when comparing timestamps for ``fps=`` selection: pts arithmetic in
+#: floating point would otherwise drop a frame that sits exactly on 1/F.
+_TIME_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        index: position among all decoded frames, from 0.
+        timestamp_s: presentation time in seconds (see module docstring).
+        image: H x W x 3 uint8 RGB array, upright.
+    """
+
+    index: int
+    timestamp_s: float
+    image: np.ndarray
+
+
+def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """Open ``path`` and its first video stream, or raise a one-line SignferError."""
+    path = Path(path)
+    if not path.exists():
+        raise SignferError(f"{path}: video not found")
+    if not path.is_file():
+        raise SignferError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise SignferError(f"{path}: empty file, not a video")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise SignferError(f"{path}: cannot be read as a video ({_reason(exc)})") from exc
+    if not container.streams.video:
+        container.close()
+        raise SignferError(f"{path}: has no video stream")
+    return container, container.streams.video[0]
+
+
+def _reason(exc: BaseException) -> str:
+    """FFmpeg's own words for an error, on one line."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+def _start_s(container: av.container.InputContainer) -> float:
+    # container.start_time is in microseconds (AV_TIME_BASE) and is the instant
+    # a player calls 0; it is None for formats that do not record one.
+    start = container.start_time
+    return start / 1_000_000 if start is not None else 0.0
+
+
+def _upright(frame: av.VideoFrame) -> np.ndarray:
+    image = frame.to_ndarray(format="rgb24")
+    # frame.rotation is the counter-clockwise angle that displays the frame
+    # upright, and np.rot90 with positive k turns counter-clockwise too.
+    quarter_turns = int(round(frame.rotation / 90.0)) % 4
+    if quarter_turns and frame.rotation % 90 == 0:
+        image = np.ascontiguousarray(np.rot90(image, k=quarter_turns))
+    return image
+
+
+def iter_frames(
+    path: str | Path, *, every: int | None = None, fps: float | None = None
+) -> Iterator[Frame]:
+    """Decode ``path`` one frame at a time; memory does not grow with its length.
+
+    Args:
+        path: a video file FFmpeg can read.
+        every: keep every N-th decoded frame (indices 0, N, 2N, ...).
+        fps: keep a frame only when its timestamp is at least ``1 / fps``
+            after the last kept one, so the kept rate is at most ``fps``
+            (less when the source rate is not a multiple of it, e.g. 25 fps
+            asked for 10 gives every 3rd frame, 8.3 fps). Both ``every`` and
+            ``fps`` may be given; a frame must pass both.
+
+    Yields:
+        :class:`Frame` objects in presentation order.
+
+    Raises:
+        SignferError: the file is missing, not a video, unreadable, truncated
+            so badly that FFmpeg gives up, or has no frames. The file is
+            opened before the first frame is asked for, so a bad path fails
+            at the call, not at the first ``next()``.
+    """
+    if every is not None and (int(every) != every or every < 1):
+        raise SignferError(f"every must be a positive whole number, got {every!r}")
+    if fps is not None and not fps > 0:
+        raise SignferError(f"fps must be positive, got {fps!r}")
+    container, stream = _open(path)
+    return _frames(Path(path), container, stream, int(every or 1), fps)
+
+
+def _frames(
+    path: Path,
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    every: int,
+    fps: float | None,
+) -> Iterator[Frame]:
+    stream.thread_type = "AUTO"
+    start = _start_s(container)
+    min_gap = 1.0 / fps if fps else 0.0
+    step = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
+    last_kept: float | None = None
+    last_time: float | None = None
+    index = -1
+    packets = 0
+    try:
+        for packet in container.demux(stream):
+            packets += 1 if packet.size else 0
+            # The last, empty packet flushes the decoder's delayed frames.
+            for frame in packet.decode():
+                index += 1
+                if frame.pts is not None:
+                    t = float(frame.pts * frame.time_base) - start
+                else:
+                    # Rare (raw streams): no pts, so advance by the nominal rate.
+                    t = (last_time + step) if last_time is not None else 0.0
+                last_time = t
+                if index % every:
+                    continue
+                if last_kept is not None and t < last_kept + min_gap - _TIME_EPS:
+                    continue
+                last_kept = t
+                yield Frame(index, t, _upright(frame))
+    except av.FFmpegError as exc:
+        raise SignferError(
+            f"{path}: decoding failed after frame {index} ({_reason(exc)})"
+        ) from exc
+    finally:
+        container.close()
+    if index < 0:
+        raise SignferError(f"{path}: no frames could be decoded (empty or truncated video)")
+    _check_complete(path, stream, packets)
+
+
+def _check_complete(path: Path, stream: av.video.stream.VideoStream, packets: int) -> None:
+    """Raise when the file ends before the frames its index promises.
+
+    An MP4 whose index sits at the front still opens when its tail is cut
+    off; FFmpeg then just stops early. The header's sample count (0 when the
+    format has none, e.g. Matroska) gives the truncation away. ``packets``
+    counts every non-empty packet read, including those an edit list hides,
+    so trimmed files are not flagged.
+    """
+    expected = stream.frames or 0
+    if expected and packets < expected:
+        raise SignferError(
+            f"{path}: truncated video: the file holds {packets} of the {expected} "
+            "frames its index lists"
+        )
+
+
+def probe(path: str | Path) -> dict:
+    """Frame count, rate, duration and upright size of a video, without decoding it all.
+
+    ``frames`` counts the packets a player shows: it demuxes the whole file
+    (cheap, no decoding) and skips packets that the container's edit list
+    discards, so it equals the number of frames :func:`iter_frames` yields
+    with no subsampling, where the header's count can be off by a few.
+
+    Returns:
+        dict with ``frames`` (int), ``fps`` (float, the average rate),
+        ``duration`` (seconds, float), ``width`` and ``height`` (upright, i.e.
+        after rotation, as :func:`iter_frames` returns images) and
+        ``rotation`` (degrees counter-clockwise applied).
+
+    Raises:
+        SignferError: as :func:`iter_frames`.
+    """
+    path = Path(path)
+    container, stream = _open(path)
+    frames = packets = 0
+    rotation = 0
+    first: av.VideoFrame | None = None
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            packets += 1
+            if packet.is_discard:
+                continue
+            frames += 1
+            if first is None:
+                # One decoded frame tells the rotation; its side data carries
+                # the display matrix.
+                decoded = packet.decode()
+                if decoded:
+                    first = decoded[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if first is not None:
+            rotation = int(first.rotation)
+            width, height = first.width, first.height
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        else:
+            duration = float("nan")
+        if stream.average_rate:
+            rate = float(stream.average_rate)
+        elif duration and duration == duration:
+            rate = frames / duration
+        else:
+            rate = float("nan")
+    except av.FFmpegError as exc:
+        raise SignferError(f"{path}: cannot be read as a video ({_reason(exc)})") from exc
+    finally:
+        container.close()
+    if frames == 0:
+        raise SignferError(f"{path}: the video has no frames")
+    _check_complete(path, stream, packets)
+    if rotation % 180 == 90:
+        width, height = height, width
+    return {
+        "frames": frames,
+        "fps": rate,
+        "duration": duration,
+        "width": int(width),
+        "height": int(height),
+        "rotation": rotation,
+    }

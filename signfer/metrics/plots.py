@@ -1,0 +1,157 @@
+"""Figures for a run folder: confusion matrices and per-fold accuracy.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly rather than
+through ``pyplot``: no global figure state, no GUI backend to select, and
+nothing for a library import to switch behind the caller's back. Files are
+written atomically so that a report never links to a half-written PNG.
+
+Example:
+    >>> plot_confusion([[8, 2], [1, 9]], ["neutral", "happiness"],
+    ...                "fold sum", "/tmp/confusion.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from signfer.metrics.core import dedupe_folds, ordered_unique
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` on success.
+
+    The temporary file lives in the same directory so that :func:`os.replace`
+    is a rename on one file system, hence atomic. On error it is removed and
+    ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # os.open with 0o666 honours the umask; tempfile.mkstemp would leave 0600
+    # files that other users of a shared run folder cannot read.
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        # format= is needed because the temporary name does not end in .png.
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return Path(path)
+
+
+def plot_confusion(
+    confusion, classes: Sequence[str], title: str, path: str | os.PathLike
+) -> Path:
+    """Draw a row-normalised confusion matrix with the raw counts written in.
+
+    Colour is the fraction of each true class (a row sums to 1), so that rare
+    classes are as readable as the dominant one; the annotation gives the count
+    and that fraction. A class with no true samples gets an empty (zero) row.
+
+    Args:
+        confusion: square counts, rows = true class, columns = predicted class.
+        classes: class names in index order.
+        title: figure title.
+        path: PNG file to write.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    counts = np.asarray(confusion, dtype=np.int64)
+    k = len(classes)
+    if counts.shape != (k, k):
+        raise ValueError(f"confusion has shape {counts.shape}, expected ({k}, {k})")
+    totals = counts.sum(axis=1, keepdims=True)
+    frac = np.divide(counts, totals, out=np.zeros(counts.shape, float), where=totals > 0)
+
+    side = 1.6 + 0.75 * k
+    fig = Figure(figsize=(side + 1.2, side))
+    ax = fig.add_subplot()
+    im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    ax.set_xticks(range(k), labels=list(classes), rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=list(classes))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(k):
+        for j in range(k):
+            # Dark cells need light text to stay legible.
+            colour = "white" if frac[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{counts[i, j]}\n{100 * frac[i, j]:.0f}%", ha="center",
+                    va="center", fontsize=7, color=colour)
+    return _save(fig, path)
+
+
+def plot_fold_accuracy(
+    results: pd.DataFrame, path: str | os.PathLike, metric: str = "accuracy"
+) -> Path:
+    """Plot each fold's score per configuration and architecture, with mean bars.
+
+    One group of points per configuration (in grid order), one colour per
+    architecture; each point is a fold, each short horizontal bar the mean over
+    folds. Showing the folds rather than only mean and sd makes it visible when
+    one configuration wins on every fold and when a mean hides one bad fold.
+
+    Args:
+        results: one row per (config, arch, fold), as in ``results.csv``, with
+            the metric as a fraction in [0, 1].
+        path: PNG file to write.
+        metric: the column to plot (shown in percent).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    results = dedupe_folds(results)
+    configs = ordered_unique(results["config"])
+    archs = ordered_unique(results["arch"])
+    width = 0.8 / max(len(archs), 1)
+    colours = [f"C{i % 10}" for i in range(len(archs))]
+
+    fig = Figure(figsize=(max(5.0, 1.0 + 0.9 * len(configs) * max(1, len(archs)) ** 0.5), 4.2))
+    ax = fig.add_subplot()
+    for a, arch in enumerate(archs):
+        for c, config in enumerate(configs):
+            values = pd.to_numeric(
+                results.loc[(results["config"] == config) & (results["arch"] == arch), metric],
+                errors="coerce",
+            ).dropna().to_numpy(float) * 100
+            if values.size == 0:
+                continue
+            x = c - 0.4 + width * (a + 0.5)
+            # A small deterministic spread keeps tied folds from hiding each other.
+            jitter = np.linspace(-0.15, 0.15, values.size) * width if values.size > 1 else [0.0]
+            ax.scatter(x + np.asarray(jitter), values, s=18, color=colours[a], alpha=0.8,
+                       label=str(arch), zorder=3)
+            ax.hlines(values.mean(), x - 0.35 * width, x + 0.35 * width, color=colours[a],
+                      linewidth=2.5, zorder=4)
+    # One legend entry per architecture, however many configurations it ran.
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if len(unique) > 1:
+        ax.legend(unique.values(), unique.keys(), title="architecture", fontsize=8)
+    crowded = len(configs) > 3  # long grid names overlap unless slanted
+    ax.set_xticks(range(len(configs)), labels=[str(c) for c in configs],
+                  rotation=30 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_xlim(-0.6, len(configs) - 0.4)
+    ax.set_ylabel(f"{metric} per fold (%)")
+    ax.set_xlabel("configuration")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"{metric} per fold; bars are means over folds")
+    return _save(fig, path)

@@ -1,0 +1,161 @@
+"""signfer checkpoints: weights in safetensors, everything else in a JSON beside them.
+
+A checkpoint ``NAME`` is the pair ``NAME.safetensors`` + ``NAME.json``. The JSON
+holds what is needed to rebuild and use the model without reading code:
+
+.. code-block:: json
+
+    {"format": "signfer-checkpoint/1", "arch": "mobilenetv2", "input_size": 64,
+     "mean": [...], "std": [...], "labels": ["anger", ...],
+     "config": {...}, "training_data": "...", "val_accuracy": 0.66, "command": "..."}
+
+Loading never unpickles anything: safetensors holds only tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from signfer.errors import SignferError
+from signfer.io import atomic_path, read_json, write_json
+from signfer.labels import canonical
+from signfer.models.registry import IMAGENET_MEAN, IMAGENET_STD, create_model, get_arch
+
+FORMAT = "signfer-checkpoint/1"
+
+
+@dataclass
+class ModelMeta:
+    """What a model needs beside its weights: geometry, preprocessing, label order."""
+
+    arch: str
+    input_size: int
+    labels: list[str]
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    #: whether the model was trained on normalised input (technique ``ip``);
+    #: without it, pixels were fed in [0, 1].
+    normalize: bool = True
+    #: whether the model was trained on histogram-equalised faces (``he``).
+    equalize: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+    training_data: str = ""
+    val_accuracy: float | None = None
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], source: str = "") -> "ModelMeta":
+        if obj.get("format") != FORMAT:
+            raise SignferError(f"{source}: not a signfer checkpoint (format {obj.get('format')!r})")
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in obj.items() if k in known})
+
+
+def _stem(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+
+
+def save_checkpoint(model: nn.Module, meta: ModelMeta, path: str | os.PathLike, half: bool = False) -> Path:
+    """Write ``path.safetensors`` and ``path.json`` atomically; return the stem.
+
+    ``half`` stores floating-point tensors as fp16 (half the size); they are
+    cast back to fp32 on loading.
+    """
+    stem = _stem(path)
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        state[k] = v.half() if half and v.is_floating_point() else v
+    with atomic_path(stem.with_suffix(".safetensors")) as tmp:
+        save_file(state, str(tmp))
+    write_json(stem.with_suffix(".json"), meta.to_json())
+    return stem
+
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("signfer") / "weights"))
+
+
+def builtin_models() -> dict[str, Path]:
+    """Registered names of the FER models shipped inside the package."""
+    return {p.stem: p.with_suffix("") for p in sorted(builtin_dir().glob("*.json"))
+            if p.with_suffix(".safetensors").exists()}
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A built-in model name or a checkpoint path -> the checkpoint stem."""
+    builtins = builtin_models()
+    if str(name_or_path) in builtins:
+        return builtins[str(name_or_path)]
+    stem = _stem(name_or_path)
+    if stem.with_suffix(".safetensors").exists() and stem.with_suffix(".json").exists():
+        return stem
+    raise SignferError(
+        f"no signfer checkpoint at {name_or_path!r} (expected NAME.safetensors + NAME.json); "
+        f"built-in models: {', '.join(builtins) or 'none'}"
+    )
+
+
+def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelMeta]:
+    """Read weights and metadata; never executes code from the file."""
+    stem = resolve_checkpoint(name_or_path)
+    meta = ModelMeta.from_json(read_json(stem.with_suffix(".json")), str(stem.with_suffix(".json")))
+    state = {k: (v.float() if v.is_floating_point() else v)
+             for k, v in load_file(str(stem.with_suffix(".safetensors"))).items()}
+    return state, meta
+
+
+def load_model(name_or_path: str | os.PathLike) -> tuple[nn.Module, ModelMeta]:
+    """A ready-to-use model in eval mode, and its metadata."""
+    state, meta = load_checkpoint(name_or_path)
+    model = create_model(meta.arch, num_classes=len(meta.labels), init="random")
+    model.load_state_dict(state)
+    return model.eval(), meta
+
+
+def build_model(arch: str | None, classes: list[str], init: str, input_size: int = 64) -> tuple[nn.Module, ModelMeta]:
+    """A model for ``classes``, initialised from ``init``, with its preprocessing metadata.
+
+    ``init`` is 'random', 'imagenet', a built-in model name or a checkpoint path.
+    From a checkpoint, the head is kept (rows re-ordered by label name) when the
+    label sets are the same, and replaced by a new one when they differ. The
+    checkpoint's input size and mean/std win over ``input_size``.
+    """
+    classes = list(classes)
+    if init in ("random", "imagenet"):
+        if arch is None:
+            raise SignferError(f"init {init!r} needs an architecture")
+        model = create_model(arch, len(classes), init)
+        return model, ModelMeta(arch=arch, input_size=input_size, labels=classes)
+    state, meta = load_checkpoint(init)
+    if arch is not None and get_arch(arch).name != meta.arch:
+        raise SignferError(f"checkpoint {init!r} is a {meta.arch}, not a {arch}")
+    model = create_model(meta.arch, len(meta.labels), "random")
+    model.load_state_dict(state)
+    old = [canonical(c) for c in meta.labels]
+    if sorted(old) != sorted(canonical(c) for c in classes):
+        model.reset_classifier(len(classes))
+    else:
+        head = model.get_classifier()
+        order = [old.index(canonical(c)) for c in classes]
+        with torch.no_grad():
+            head.weight.copy_(head.weight[order].clone())
+            head.bias.copy_(head.bias[order].clone())
+    model = model.to(memory_format=torch.channels_last)
+    new_meta = ModelMeta(arch=meta.arch, input_size=meta.input_size, labels=classes,
+                         mean=meta.mean, std=meta.std, normalize=meta.normalize,
+                         equalize=meta.equalize, extra={"init": str(init)})
+    return model, new_meta

@@ -1,0 +1,201 @@
+"""``fit``: the paper's two training stages, with early stopping on an inner split.
+
+Stage 1 warms up the head with the backbone frozen (BatchNorm included). With a
+frozen backbone in eval mode the head's input does not change during training,
+so stage 1 runs on cached backbone features: the same result as running the
+frozen network, many times faster. Stage 2 (``ft``) trains all layers at a
+lower rate. Every choice (early stopping, the checkpoint kept) is made on the
+validation part carved from the training side; the test fold is never seen here.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from signfer.config import TrainConfig
+from signfer.models.registry import set_backbone_trainable
+from signfer.training.loop import evaluate, extract_features, scores_from_logits, train_one_epoch
+from signfer.training.preprocess import Preprocess
+
+#: A cache of per-image tensors (backbone features, zero-shot logits) that only
+#: depend on the initial weights and the preprocessing, shared across folds.
+FeatureCache = dict
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    preprocess: Preprocess
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_accuracy: float = float("nan")
+    seconds: float = 0.0
+    train_images: int = 0          # images passed through training, all epochs
+    train_seconds: float = 0.0     # time spent in those passes
+
+    @property
+    def train_img_per_s(self) -> float:
+        return self.train_images / self.train_seconds if self.train_seconds else float("nan")
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Loss weights inversely proportional to class frequency; the largest class weighs 1.
+
+    Classes absent from ``y`` get weight 0 (they cannot be learnt from this side).
+
+    >>> class_weights(np.array([0, 0, 0, 1]), 3).tolist()
+    [1.0, 3.0, 0.0]
+    """
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.max() / np.maximum(counts, 1), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def balanced_order(y: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+    """One epoch of indices drawn with replacement, each class equally likely (``ws``)."""
+    counts = np.bincount(y)
+    p = torch.tensor(1.0 / counts[y], dtype=torch.float64)
+    return torch.multinomial(p, len(y), replacement=True, generator=generator)
+
+
+def _features(cache: FeatureCache | None, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    if cache is None:
+        return compute()
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
+
+
+def fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    y: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    *,
+    techniques: tuple[str, ...],
+    cfg: TrainConfig,
+    preprocess: Preprocess,
+    seed: int,
+    cache: FeatureCache | None = None,
+    cache_key: tuple = (),
+    log: Callable[[str], None] = lambda s: None,
+) -> FitResult:
+    """Train ``model`` on ``images[train_idx]``; choose the kept state on ``val_idx``.
+
+    Args:
+        model: built by :func:`signfer.models.checkpoint.build_model`, untouched.
+        images: uint8 ``N x S x S x 3`` tensor of *all* samples (indices select).
+        y: class index of every sample.
+        techniques: must contain 'ft' or 'head'.
+        cache / cache_key: reuse of backbone features across folds and
+            configurations; ``cache_key`` must identify the initial weights, the
+            image set and the preprocessing.
+    """
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    n_classes = model.get_classifier().out_features
+    y_t = torch.as_tensor(y, dtype=torch.long)
+    weights = class_weights(y[train_idx], n_classes) if "cw" in techniques else None
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    val_loss_fn = nn.CrossEntropyLoss()
+    flip = "hf" in techniques
+    result = FitResult(model=model, preprocess=preprocess)
+
+    # Stage 1: the head on frozen, cached backbone features.
+    set_backbone_trainable(model, False)
+    feats = _features(cache, ("features", *cache_key, False),
+                      lambda: extract_features(model, images, preprocess))
+    flipped = (_features(cache, ("features", *cache_key, True),
+                         lambda: extract_features(model, images, preprocess, flip=True))
+               if flip else None)
+    head = model.get_classifier()
+    head_only = "head" in techniques
+    stage1_epochs = cfg.epochs if head_only else cfg.head_epochs
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
+    tr = torch.as_tensor(train_idx)
+    best = (-1.0, math.inf)
+    best_head = copy.deepcopy(head.state_dict())
+    stale = 0
+    for epoch in range(1, stage1_epochs + 1):
+        t0 = time.perf_counter()
+        head.train()
+        order = balanced_order(y[train_idx], gen) if "ws" in techniques else torch.randperm(len(tr), generator=gen)
+        for i in range(0, len(order), cfg.batch_size):
+            idx = tr[order[i:i + cfg.batch_size]]
+            x = feats[idx]
+            if flipped is not None:
+                mask = torch.rand(len(idx), generator=gen) < 0.5
+                x = torch.where(mask[:, None], flipped[idx], x)
+            loss = loss_fn(head(x), y_t[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        result.train_images += len(order)
+        result.train_seconds += time.perf_counter() - t0
+        with torch.no_grad():
+            head.eval()
+            val = scores_from_logits(head(feats[val_idx]), y_t[val_idx], val_loss_fn)
+        result.history.append({"stage": "head", "epoch": epoch, "val_loss": val["loss"],
+                               "val_accuracy": val["accuracy"]})
+        log(f"    head epoch {epoch}: val acc {val['accuracy']:.3f} loss {val['loss']:.3f}")
+        if (val["accuracy"], -val["loss"]) > (best[0], -best[1]):
+            best, stale = (val["accuracy"], val["loss"]), 0
+            best_head = copy.deepcopy(head.state_dict())
+            result.best_epoch = epoch
+        else:
+            stale += 1
+            if head_only and stale >= cfg.patience:
+                break
+    if head_only:
+        head.load_state_dict(best_head)
+        result.best_val_accuracy = best[0]
+        result.seconds = time.perf_counter() - start
+        return result
+
+    # Stage 2: all layers at a lower rate, the warmed-up head as starting point.
+    set_backbone_trainable(model, True)
+    x_all = images
+    best_state = copy.deepcopy(model.state_dict())
+    val = evaluate(model, x_all[val_idx], y_t[val_idx], preprocess, val_loss_fn)
+    best, stale, result.best_epoch = (val["accuracy"], val["loss"]), 0, 0
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * math.ceil(len(train_idx) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1),
+                                                pct_start=0.15)
+    train_images = x_all[tr]
+    train_y = y_t[tr]
+    for epoch in range(1, cfg.epochs + 1):
+        order = balanced_order(y[train_idx], gen) if "ws" in techniques else None
+        stats = train_one_epoch(model, train_images, train_y, optimizer=opt, loss_fn=loss_fn,
+                                preprocess=preprocess, batch_size=cfg.batch_size, generator=gen,
+                                flip=flip, shift=cfg.shift, order=order, scheduler=sched)
+        result.train_images += stats["n"]
+        result.train_seconds += stats["seconds"]
+        val = evaluate(model, x_all[val_idx], y_t[val_idx], preprocess, val_loss_fn)
+        result.history.append({"stage": "all", "epoch": epoch, "train_loss": stats["loss"],
+                               "train_accuracy": stats["accuracy"], "val_loss": val["loss"],
+                               "val_accuracy": val["accuracy"], "img_per_s": stats["img_per_s"]})
+        log(f"    epoch {epoch}: train loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} | "
+            f"val acc {val['accuracy']:.3f} loss {val['loss']:.3f} | {stats['img_per_s']:.0f} img/s")
+        if (val["accuracy"], -val["loss"]) > (best[0], -best[1]):
+            best, stale, result.best_epoch = (val["accuracy"], val["loss"]), 0, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    result.best_val_accuracy = best[0]
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,120 @@
+"""``train_one_epoch`` and ``evaluate``: one pass each, returning plain dicts.
+
+Both read uint8 image tensors held in memory (see :mod:`signfer.data.cache`);
+batches are made float only on the way into the model.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from signfer.models.registry import train_mode
+from signfer.training.preprocess import Preprocess, random_shift
+
+
+def train_one_epoch(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    preprocess: Preprocess,
+    batch_size: int,
+    generator: torch.Generator,
+    flip: bool = False,
+    shift: int = 0,
+    order: torch.Tensor | None = None,
+    scheduler=None,
+) -> dict[str, float]:
+    """One epoch over ``images`` (uint8 ``N x S x S x 3``) in a random order.
+
+    ``order`` replaces the random permutation, e.g. indices drawn by a weighted
+    sampler. ``scheduler`` is stepped after every batch.
+    """
+    train_mode(model)
+    n = len(images) if order is None else len(order)
+    order = torch.randperm(len(images), generator=generator) if order is None else order
+    total_loss, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        if len(idx) < 2:  # BatchNorm cannot train on a single sample
+            continue
+        batch = random_shift(images[idx], shift, generator)
+        mask = torch.rand(len(idx), generator=generator) < 0.5 if flip else None
+        x = preprocess(batch, mask)
+        y = labels[idx]
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(idx)
+    seconds = time.perf_counter() - start
+    return {
+        "loss": total_loss / max(seen, 1),
+        "accuracy": correct / max(seen, 1),
+        "n": seen,
+        "seconds": seconds,
+        "img_per_s": seen / seconds if seconds > 0 else float("nan"),
+    }
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int = 256,
+    flip: bool = False,
+) -> torch.Tensor:
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        batch = images[i:i + batch_size]
+        mask = torch.ones(len(batch), dtype=torch.bool) if flip else None
+        out.append(model(preprocess(batch, mask)))
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int = 256,
+    flip: bool = False,
+) -> torch.Tensor:
+    """Pooled backbone features (the head's input), in eval mode."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        batch = images[i:i + batch_size]
+        mask = torch.ones(len(batch), dtype=torch.bool) if flip else None
+        feats = model.forward_features(preprocess(batch, mask))
+        out.append(model.forward_head(feats, pre_logits=True))
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, preprocess: Preprocess,
+    loss_fn: nn.Module | None = None, batch_size: int = 256,
+) -> dict:
+    """Loss, accuracy and class probabilities of ``model`` on a labelled set."""
+    logits = predict_logits(model, images, preprocess, batch_size)
+    return scores_from_logits(logits, labels, loss_fn)
+
+
+def scores_from_logits(logits: torch.Tensor, labels: torch.Tensor, loss_fn: nn.Module | None = None) -> dict:
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    with torch.no_grad():
+        loss = float(loss_fn(logits, labels)) if len(labels) else float("nan")
+        pred = logits.argmax(1)
+    return {
+        "loss": loss,
+        "accuracy": float((pred == labels).float().mean()) if len(labels) else float("nan"),
+        "probs": torch.softmax(logits, 1).numpy().astype(np.float32),
+    }

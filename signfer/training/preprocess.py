@@ -1,0 +1,58 @@
+"""Batched preprocessing on uint8 tensors: scale, flip, normalise.
+
+Images stay uint8 in memory (the cache); each batch becomes float only when it
+is fed to the model, so every technique is one cheap tensor operation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a uint8 ``B x S x S x 3`` batch becomes model input.
+
+    Args:
+        mean, std: per-channel statistics in [0, 1] units; ``None`` feeds the
+            pixels in [0, 1] (no image normalisation, i.e. without ``ip``).
+    """
+
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    def __call__(self, batch: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        if flip is not None and bool(flip.any()):
+            x[flip] = x[flip].flip(-1)
+        if self.mean is not None:
+            mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+            std = torch.tensor(self.std).view(1, 3, 1, 1)
+            x = (x - mean) / std
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] units, e.g. of the training side only."""
+    x = images.reshape(-1, 3).astype(np.float64) / 255.0
+    std = np.maximum(x.std(0), 1e-3)
+    return tuple(map(float, x.mean(0))), tuple(map(float, std))
+
+
+def random_shift(batch: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Random translation by up to ``pad`` pixels per sample, edges replicated.
+
+    One gather on the uint8 batch: no per-sample Python loop, no float copy.
+    """
+    if pad <= 0:
+        return batch
+    b, s = batch.shape[0], batch.shape[1]
+    ar = torch.arange(s)
+    dy = torch.randint(-pad, pad + 1, (b, 1), generator=generator)
+    dx = torch.randint(-pad, pad + 1, (b, 1), generator=generator)
+    rows = (ar + dy).clamp_(0, s - 1)
+    cols = (ar + dx).clamp_(0, s - 1)
+    return batch[torch.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]

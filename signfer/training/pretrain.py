@@ -1,0 +1,141 @@
+"""Pre-train a general-purpose FER model on a folder dataset (e.g. FER2013).
+
+``train/`` trains, ``validation/`` chooses the epoch that is kept. The state is
+saved after every epoch (weights, optimiser, schedule, random generators,
+history) and a re-run of the same command resumes where a killed one stopped.
+The result is a signfer checkpoint (safetensors + JSON).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from signfer.config import TrainConfig
+from signfer.data import load_dataset
+from signfer.data.cache import load_images
+from signfer.errors import SignferError
+from signfer.io import atomic_path, read_json, write_json
+from signfer.models.checkpoint import ModelMeta, build_model, save_checkpoint
+from signfer.training.loop import evaluate, train_one_epoch
+from signfer.training.preprocess import Preprocess
+
+STATE = "state.pt"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    arch: str = "mobilenetv2"
+    init: str = "imagenet"
+    input_size: int = 64
+    epochs: int = 20
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    label_smoothing: float = 0.1
+    shift: int = 4
+    seed: int = 0
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: str = "",
+             max_epochs_this_run: int | None = None) -> Path | None:
+    """Train (or resume) and write ``out/<arch>-fer.safetensors`` + ``.json``.
+
+    Returns the checkpoint stem once all epochs are done, or ``None`` when
+    ``max_epochs_this_run`` stopped the run early (re-run to resume).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "pretrain_config.json"
+    if cfg_path.exists():
+        saved = read_json(cfg_path)
+        if saved != dataclasses.asdict(cfg):
+            raise SignferError(f"{out} holds a run with another config ({cfg_path}); use a new --out")
+    else:
+        write_json(cfg_path, dataclasses.asdict(cfg))
+
+    train = load_dataset("folder", root, split="train")
+    val = load_dataset("folder", root, split="validation")
+    classes = list(train.classes)
+    if list(val.classes) != classes:
+        raise SignferError(f"validation classes {val.classes} differ from training classes {train.classes}")
+    _log(f"pretrain {cfg.arch}: {len(train.samples)} train, {len(val.samples)} validation faces, "
+         f"{cfg.input_size}px")
+    x_train = torch.from_numpy(load_images(train, cfg.input_size))
+    x_val = torch.from_numpy(load_images(val, cfg.input_size))
+    y_train = torch.as_tensor(train.y(), dtype=torch.long)
+    y_val = torch.as_tensor(val.y(), dtype=torch.long)
+
+    model, meta = build_model(cfg.arch, classes, cfg.init, cfg.input_size)
+    prep = Preprocess(tuple(meta.mean), tuple(meta.std))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                pct_start=0.1)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    history: list[dict] = []
+    best_acc, best_state, epoch0 = -1.0, None, 0
+    state_path = out / STATE
+    if state_path.exists():
+        # weights_only: the state holds tensors and plain containers, nothing executable
+        s = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(s["model"])
+        opt.load_state_dict(s["optimizer"])
+        sched.load_state_dict(s["scheduler"])
+        gen.set_state(s["generator"])
+        torch.set_rng_state(s["torch_rng"])
+        history, best_acc, best_state, epoch0 = s["history"], s["best_acc"], s["best_model"], s["epoch"]
+        _log(f"resumed after epoch {epoch0} (best validation accuracy {best_acc:.4f})")
+
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    done_now = 0
+    for epoch in range(epoch0 + 1, cfg.epochs + 1):
+        if max_epochs_this_run is not None and done_now >= max_epochs_this_run:
+            return None
+        t0 = time.perf_counter()
+        stats = train_one_epoch(model, x_train, y_train, optimizer=opt, loss_fn=loss_fn,
+                                preprocess=prep, batch_size=cfg.batch_size, generator=gen,
+                                flip=True, shift=cfg.shift, scheduler=sched)
+        v = evaluate(model, x_val, y_val, prep)
+        history.append({"epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
+                        "val_loss": v["loss"], "val_accuracy": v["accuracy"],
+                        "img_per_s": stats["img_per_s"], "seconds": time.perf_counter() - t0})
+        if v["accuracy"] > best_acc:
+            best_acc, best_state = v["accuracy"], copy.deepcopy(model.state_dict())
+        _log(f"epoch {epoch}/{cfg.epochs}: train loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} | "
+             f"val acc {v['accuracy']:.4f} (best {best_acc:.4f}) | {stats['img_per_s']:.0f} img/s, "
+             f"{time.perf_counter() - t0:.0f} s")
+        with atomic_path(state_path) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(), "history": history,
+                        "best_acc": best_acc, "best_model": best_state, "epoch": epoch}, tmp)
+        write_json(out / "history.json", history)
+        done_now += 1
+
+    model.load_state_dict(best_state)
+    final = ModelMeta(
+        arch=cfg.arch, input_size=cfg.input_size, labels=classes, mean=list(meta.mean),
+        std=list(meta.std), normalize=True, config=dataclasses.asdict(cfg),
+        training_data=f"{Path(root).name}: train/ ({len(x_train)} faces) for training, "
+                      f"validation/ ({len(x_val)} faces) for choosing the epoch",
+        val_accuracy=round(float(best_acc), 4), command=command,
+        extra={"epochs_run": len(history), "best_epoch": int(np.argmax([h["val_accuracy"] for h in history])) + 1},
+    )
+    stem = save_checkpoint(model, final, out / f"{cfg.arch}-fer")
+    _log(f"wrote {stem}.safetensors (validation accuracy {best_acc:.4f})")
+    return stem
