@@ -72,7 +72,9 @@ def _url_to_path(url: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def linked_video(eaf: pympi.Elan.Eaf, eaf_path: str | Path, video: str | Path | None = None) -> Path:
+def linked_video(
+    eaf: pympi.Elan.Eaf, eaf_path: str | Path, video: str | Path | None = None
+) -> Path:
     """The video an ELAN file is linked to.
 
     Tried in order for each linked medium that is not audio: the path relative
@@ -169,7 +171,9 @@ def manifest_from_elan(
         rows += _crops_from_eaf(eaf_path, tier, detector, size, per_segment, video,
                                 faces_dir, out_csv.parent)
     if not rows:
-        raise SignferError(f"{out_csv}: no face crops could be made from {len(eaf_paths)} ELAN file(s)")
+        raise SignferError(
+            f"{out_csv}: no face crops could be made from {len(eaf_paths)} ELAN file(s)"
+        )
     manifest = pd.DataFrame(rows, columns=["path", "label", "group"]).drop_duplicates()
     return write_table(manifest, out_csv)
 
@@ -197,7 +201,8 @@ def _crops_from_eaf(
             empty += 1
             continue
         label = canonical(value)
-        targets += [_Target(t, label) for t in _sample_times(start_ms / 1000, end_ms / 1000, per_segment)]
+        times = _sample_times(start_ms / 1000, end_ms / 1000, per_segment)
+        targets += [_Target(t, label) for t in times]
     targets.sort(key=lambda t: t.time_s)
 
     stem = video_path.stem

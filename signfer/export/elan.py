@@ -161,8 +161,9 @@ def _new_eaf(video_path: str | Path, out_path: Path) -> pympi.Elan.Eaf:
     eaf.remove_tier("default")
     video = Path(video_path).resolve()
     try:
-        relative = os.path.relpath(video, out_path.resolve().parent)
-        relative = "./" + Path(relative).as_posix() if not relative.startswith("..") else Path(relative).as_posix()
+        relative = Path(os.path.relpath(video, out_path.resolve().parent)).as_posix()
+        if not relative.startswith(".."):
+            relative = "./" + relative
     except ValueError:  # another drive on Windows
         relative = None
     mimetype = mimetypes.guess_type(video.name)[0] or "video/mp4"
@@ -255,7 +256,7 @@ def write_suggestions_eaf(
     *,
     span_s: float = 0.2,
 ) -> Path:
-    """Mark the frames worth a human look, e.g. from :func:`~signfer.inference.uncertainty.rank_uncertain`.
+    """Mark the frames worth a human look, e.g. the rows that ``rank_uncertain`` returns.
 
     Each suggested frame gets one short annotation starting at its time,
     ``span_s`` long (cut at the next suggestion, since ELAN tiers cannot

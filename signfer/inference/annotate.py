@@ -13,7 +13,8 @@ Policies:
 * Several faces: the largest one is classified (:func:`signfer.faces.crop.largest`,
   the signer is nearest the camera); ``n_faces`` records how many there were.
 
->>> result = annotate_video("clip.mp4", "out", classifier, detector, fps=10, smooth=5)  # doctest: +SKIP
+>>> result = annotate_video("clip.mp4", "out", classifier, detector,
+...                         fps=10, smooth=5)  # doctest: +SKIP
 >>> result.detection_rate  # doctest: +SKIP
 0.97
 """
@@ -200,7 +201,7 @@ def _decide(probs: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.nda
 
 
 def add_smoothed(table: pd.DataFrame, window: int) -> pd.DataFrame:
-    """Add ``label_smoothed`` and ``confidence_smoothed`` from a moving average of the probabilities.
+    """Add ``label_smoothed`` and ``confidence_smoothed`` from smoothed probabilities.
 
     See :func:`~signfer.inference.smoothing.smooth_probs`; ``window=1`` copies
     ``label`` and ``confidence``.

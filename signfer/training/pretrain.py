@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from signfer.config import TrainConfig
 from signfer.data import load_dataset
 from signfer.data.cache import load_images
 from signfer.errors import SignferError
