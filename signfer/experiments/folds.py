@@ -1,0 +1,119 @@
+"""Fold assignment: stratified, grouped when the dataset has groups, saved and reused.
+
+Splitters come from scikit-learn. Frames of one video (one group) are never on
+both sides of a split. ``folds.csv`` in the run folder fixes the folds for
+every configuration that runs there, so configurations are compared on
+identical splits.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from signfer.data.table import SampleTable
+from signfer.errors import SignferError
+from signfer.io import atomic_path
+
+FOLDS_FILE = "folds.csv"
+
+
+def check_splittable(table: SampleTable, k: int) -> None:
+    """Fail with a one-line message if some class cannot appear in every fold."""
+    if k < 2:
+        raise SignferError(f"--folds must be at least 2, not {k}")
+    s = table.samples
+    counts = s["label"].value_counts()
+    small = counts[counts < k]
+    if len(small):
+        c, n = small.index[0], int(small.iloc[0])
+        raise SignferError(
+            f"{table.name}: class {c!r} has {n} sample(s), fewer than the {k} folds "
+            f"(e.g. {s.loc[s['label'] == c, 'source'].iloc[0]}); drop it or use fewer folds"
+        )
+    if table.has_groups:
+        groups = s.groupby("label")["group"].nunique()
+        few = groups[groups < k]
+        if len(few):
+            c, n = few.index[0], int(few.iloc[0])
+            raise SignferError(
+                f"{table.name}: class {c!r} occurs in only {n} group(s) (videos), fewer than "
+                f"the {k} folds, so some test folds would lack it; use fewer folds"
+            )
+
+
+def assign_folds(table: SampleTable, k: int, seed: int) -> np.ndarray:
+    """The test fold (0..k-1) of every sample.
+
+    >>> # every sample is tested exactly once; groups never straddle folds
+    """
+    check_splittable(table, k)
+    y = table.y()
+    x = np.zeros(len(y))
+    if table.has_groups:
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        splits = splitter.split(x, y, table.samples["group"].to_numpy())
+    else:
+        splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y)
+    fold = np.full(len(y), -1)
+    for i, (_, test) in enumerate(splits):
+        fold[test] = i
+    assert (fold >= 0).all()
+    return fold
+
+
+def load_or_make_folds(table: SampleTable, k: int, seed: int, out: Path) -> np.ndarray:
+    """Read ``out/folds.csv`` if it exists (checking it fits), else make and save it."""
+    path = Path(out) / FOLDS_FILE
+    s = table.samples
+    if path.exists():
+        saved = pd.read_csv(path, dtype={"group": str, "label": str, "path": str}, keep_default_na=False)
+        same = (len(saved) == len(s) and (saved["path"].to_numpy() == s["path"].to_numpy()).all()
+                and (saved["label"].to_numpy() == s["label"].to_numpy()).all())
+        if not same:
+            raise SignferError(f"{path} was made for other samples; use a new --out for this dataset")
+        if saved["fold"].nunique() != k or ("seed" in saved and int(saved["seed"].iloc[0]) != seed):
+            raise SignferError(
+                f"{path} has {saved['fold'].nunique()} folds (seed {int(saved['seed'].iloc[0])}), "
+                f"not {k} (seed {seed}); use a new --out"
+            )
+        return saved["fold"].to_numpy()
+    fold = assign_folds(table, k, seed)
+    frame = s[["path", "label", "group"]].assign(fold=fold, seed=seed)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return fold
+
+
+def inner_split(
+    table: SampleTable, train_idx: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Carve a validation part from the training side (grouped when there are groups).
+
+    It decides early stopping and the checkpoint kept; the test fold never does.
+    """
+    y = table.y()[train_idx]
+    n_splits = int(round(1.0 / val_fraction))
+    # tiny training sides: fewer, larger parts (sklearn needs n_splits <= groups
+    # and <= the largest class)
+    n_units = table.samples["group"].iloc[train_idx].nunique() if table.has_groups else len(y)
+    n_splits = max(2, min(n_splits, n_units, int(np.bincount(y).max())))
+    if n_units < 2:
+        raise SignferError("the training side has a single group (video): no validation part can be carved")
+    x = np.zeros(len(train_idx))
+    with warnings.catch_warnings():
+        # a rare class with fewer members than n_splits is fine here: the
+        # validation part just may lack it
+        warnings.simplefilter("ignore", UserWarning)
+        if table.has_groups:
+            groups = table.samples["group"].to_numpy()[train_idx]
+            splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+            tr, va = next(splitter.split(x, y, groups))
+        else:
+            splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+            tr, va = next(splitter.split(x, y))
+    return train_idx[tr], train_idx[va]

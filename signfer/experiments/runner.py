@@ -1,0 +1,215 @@
+"""Run a grid of configurations over shared folds, resumably.
+
+Layout of a run folder ``OUT``::
+
+    config.yaml                 resolved grid, dataset and seed
+    folds.csv                   path,label,group,fold,seed: the folds every configuration uses
+    results.csv                 one row per (config, arch, fold)
+    runs/<config>/<arch>/fold<k>/
+        metrics.json            metrics, the run spec, seed, timings (written last: the "done" mark)
+        predictions.csv         path,label,pred,prob_<class>...
+        history.json            per-epoch training log
+
+Each finished (config, fold) is written atomically; re-running the same
+command skips what is done, so a killed run loses at most the fold in progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from signfer import __version__
+from signfer.config import RunSpec, dump_yaml
+from signfer.data.cache import equalize, load_images
+from signfer.data.table import SampleTable
+from signfer.errors import SignferError
+from signfer.experiments.folds import inner_split, load_or_make_folds
+from signfer.experiments.grid import Grid
+from signfer.io import atomic_path, read_json, write_json, write_text
+from signfer.labels import mapping_by_name, require_overlap
+from signfer.metrics import compute_metrics
+from signfer.models.checkpoint import ModelMeta, build_model, load_checkpoint
+from signfer.training.fit import fit
+from signfer.training.loop import predict_logits
+from signfer.training.preprocess import Preprocess, channel_stats
+
+RESULT_COLUMNS = ["config", "arch", "fold", "accuracy", "macro_f1", "weighted_f1", "macro_recall",
+                  "n_train", "n_val", "n_test", "best_epoch", "val_accuracy", "seconds",
+                  "train_img_per_s", "init", "techniques", "seed"]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9+_.-]", "-", text)
+
+
+def fold_dir(out: Path, spec: RunSpec, fold: int) -> Path:
+    return Path(out) / "runs" / _slug(spec.name) / _slug(spec.arch) / f"fold{fold}"
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """The same for every configuration, so paired configurations share their randomness."""
+    return seed * 1000 + fold
+
+
+class _Inputs:
+    """Images per (input size, equalisation), and reusable per-image tensors, for one run."""
+
+    def __init__(self, table: SampleTable, crop_faces: str | None):
+        self.table, self.crop_faces = table, crop_faces
+        self.images: dict[tuple[int, bool], torch.Tensor] = {}
+        self.features: dict = {}
+
+    def get(self, size: int, he: bool) -> torch.Tensor:
+        if (size, he) not in self.images:
+            raw = load_images(self.table, size, crop_faces=self.crop_faces)
+            self.images[(size, he)] = torch.from_numpy(equalize(raw) if he else raw.copy())
+        return self.images[(size, he)]
+
+
+def _preprocess(spec: RunSpec, meta: ModelMeta, images: torch.Tensor, train_idx: np.ndarray) -> tuple[Preprocess, str]:
+    if "ip" not in spec.techniques:
+        return Preprocess(), "none"
+    if spec.init != "random" and spec.train.norm_stats == "checkpoint":
+        return Preprocess(tuple(meta.mean), tuple(meta.std)), "checkpoint"
+    mean, std = channel_stats(images[torch.as_tensor(train_idx)].numpy())
+    return Preprocess(mean, std), "train"
+
+
+def _zero_shot(spec: RunSpec, inputs: _Inputs, classes: list[str], test_idx: np.ndarray) -> np.ndarray:
+    """Probabilities over ``classes`` from a FER checkpoint as it is, labels mapped by name.
+
+    Classes of the checkpoint that the dataset lacks are dropped before the
+    softmax; dataset classes that the checkpoint lacks get probability 0.
+    """
+    if spec.init in ("random", "imagenet"):
+        raise SignferError(f"{spec.name}: zero-shot evaluation needs a FER-pretrained checkpoint, "
+                           f"not init {spec.init!r}")
+    state, meta = load_checkpoint(spec.init)
+    require_overlap(meta.labels, classes)
+    key = ("logits", spec.init, meta.input_size)
+    if key not in inputs.features:
+        model, _ = build_model(None, meta.labels, spec.init)
+        prep = Preprocess(tuple(meta.mean), tuple(meta.std)) if meta.normalize else Preprocess()
+        inputs.features[key] = predict_logits(model, inputs.get(meta.input_size, meta.equalize), prep)
+    logits = inputs.features[key][torch.as_tensor(test_idx)]
+    target = mapping_by_name(meta.labels, classes)
+    keep = [i for i, t in enumerate(target) if t is not None]
+    probs_kept = torch.softmax(logits[:, keep], 1).numpy()
+    probs = np.zeros((len(test_idx), len(classes)), np.float32)
+    probs[:, [target[i] for i in keep]] = probs_kept
+    return probs
+
+
+def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, inputs: _Inputs,
+             grid: Grid, log: Callable[[str], None] = _log) -> dict:
+    """Train and test one configuration on one fold; return its metrics dict."""
+    classes = list(table.classes)
+    y = table.y()
+    test_idx = np.flatnonzero(folds == fold)
+    train_side = np.flatnonzero(folds != fold)
+    seed = fold_seed(grid.seed, fold)
+    start = time.perf_counter()
+    info: dict = {"n_train": len(train_side), "n_val": 0, "n_test": len(test_idx),
+                  "best_epoch": 0, "val_accuracy": float("nan"), "train_img_per_s": float("nan")}
+    history: list = []
+    if not spec.techniques:
+        probs = _zero_shot(spec, inputs, classes, test_idx)
+        preprocessing = "checkpoint"
+    else:
+        torch.manual_seed(seed)
+        model, meta = build_model(spec.arch, classes, spec.init, grid.input_size)
+        he = "he" in spec.techniques
+        images = inputs.get(meta.input_size, he)
+        train_idx, val_idx = inner_split(table, train_side, spec.train.val_fraction, seed)
+        prep, preprocessing = _preprocess(spec, meta, images, train_side)
+        # features depend only on initial weights, images and preprocessing: shared
+        # across folds when the statistics do not come from the fold itself
+        key = (spec.init, spec.arch, meta.input_size, he, prep.mean, prep.std)
+        result = fit(model, images, y, train_idx, val_idx, techniques=spec.techniques, cfg=spec.train,
+                     preprocess=prep, seed=seed, cache=inputs.features, cache_key=key, log=log)
+        logits = predict_logits(result.model, images[torch.as_tensor(test_idx)], prep)
+        probs = torch.softmax(logits, 1).numpy()
+        history = result.history
+        info.update(n_train=len(train_idx), n_val=len(val_idx), best_epoch=result.best_epoch,
+                    val_accuracy=result.best_val_accuracy, train_img_per_s=result.train_img_per_s)
+    pred = probs.argmax(1)
+    metrics = compute_metrics(y[test_idx], pred, classes)
+    metrics.update(config=spec.name, arch=spec.arch, fold=fold, init=spec.init,
+                   techniques="+".join(spec.techniques), seed=seed, preprocessing=preprocessing,
+                   seconds=round(time.perf_counter() - start, 2), train=dataclasses.asdict(spec.train),
+                   signfer_version=__version__, **info)
+    metrics["_predictions"] = pd.DataFrame(
+        {"path": table.samples["path"].to_numpy()[test_idx], "label": [classes[i] for i in y[test_idx]],
+         "pred": [classes[i] for i in pred],
+         **{f"prob_{c}": probs[:, j].round(5) for j, c in enumerate(classes)}})
+    metrics["_history"] = history
+    return metrics
+
+
+def collect_results(out: Path, grid: Grid) -> pd.DataFrame:
+    """results.csv rows, in grid order, from the finished folds' metrics.json."""
+    rows = []
+    for spec in grid.runs:
+        for fold in range(grid.folds):
+            path = fold_dir(out, spec, fold) / "metrics.json"
+            if path.exists():
+                m = read_json(path)
+                rows.append({c: m.get(c) for c in RESULT_COLUMNS})
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str | None = None,
+             dataset: dict | None = None, log: Callable[[str], None] = _log) -> pd.DataFrame:
+    """Run every (configuration, fold) of ``grid`` that is not done yet; return results."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not grid.runs:
+        raise SignferError("the grid has no configuration to run")
+    write_text(out / "config.yaml", dump_yaml({
+        "signfer_version": __version__, "dataset": dataset or {"name": table.name},
+        "n_samples": len(table.samples), "classes": list(table.classes),
+        "crop_faces": crop_faces, "folds": grid.folds, "seed": grid.seed,
+        "input_size": grid.input_size, "torch_threads": torch.get_num_threads(),
+        "runs": [dataclasses.asdict(r) for r in grid.runs]}))
+    folds = load_or_make_folds(table, grid.folds, grid.seed, out)
+    inputs = _Inputs(table, crop_faces)
+    total = len(grid.runs) * grid.folds
+    done = 0
+    t0 = time.perf_counter()
+    for spec in grid.runs:
+        for fold in range(grid.folds):
+            done += 1
+            d = fold_dir(out, spec, fold)
+            if (d / "metrics.json").exists():
+                log(f"[{done}/{total}] {spec.name} {spec.arch} fold {fold}: done before, skipped")
+                continue
+            log(f"[{done}/{total}] {spec.name} {spec.arch} fold {fold} (init {spec.init})")
+            m = run_fold(spec, fold, folds, table, inputs, grid, log)
+            with atomic_path(d / "predictions.csv") as tmp:
+                m.pop("_predictions").to_csv(tmp, index=False)
+            write_json(d / "history.json", m.pop("_history"))
+            write_json(d / "metrics.json", m)  # last: marks the fold done
+            _write_results(out, grid)
+            log(f"    accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
+                f"({m['seconds']:.0f} s; {time.perf_counter() - t0:.0f} s elapsed)")
+    return _write_results(out, grid)
+
+
+def _write_results(out: Path, grid: Grid) -> pd.DataFrame:
+    results = collect_results(out, grid)
+    with atomic_path(out / "results.csv") as tmp:
+        results.to_csv(tmp, index=False)
+    return results
