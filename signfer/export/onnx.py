@@ -1,0 +1,67 @@
+"""Export a signfer checkpoint to ONNX, and check parity against PyTorch.
+
+The graph takes normalised ``N x 3 x S x S`` float input (dynamic batch) and
+returns logits; preprocessing stays in the metadata, as for PyTorch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from signfer.data.cache import cache_dir
+from signfer.errors import SignferError
+from signfer.io import atomic_path, write_json
+from signfer.models.checkpoint import ModelMeta, load_model, resolve_checkpoint
+
+
+def export_onnx(name_or_path: str | os.PathLike, out: str | os.PathLike | None = None,
+                check: bool = True) -> tuple[Path, float]:
+    """Write ``out`` (default: beside the checkpoint, ``.onnx``) and its metadata JSON.
+
+    Returns the path and, when ``check``, the max |logit difference| between
+    ONNX Runtime and PyTorch on random input (``nan`` otherwise).
+    """
+    stem = resolve_checkpoint(name_or_path)
+    model, meta = load_model(stem)
+    out = Path(out) if out else stem.with_suffix(".onnx")
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    x = torch.rand(2, 3, meta.input_size, meta.input_size)
+    with atomic_path(out) as tmp:
+        torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    write_json(out.with_suffix(".json"), meta.to_json())
+    diff = parity(model, out, meta) if check else float("nan")
+    return out, diff
+
+
+def parity(model: torch.nn.Module, onnx_path: str | os.PathLike, meta: ModelMeta, n: int = 8, seed: int = 0) -> float:
+    """Max |logit difference| between PyTorch and ONNX Runtime on the same random input."""
+    import onnxruntime as ort
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, meta.input_size, meta.input_size, generator=g)
+    with torch.inference_mode():
+        ref = model.eval()(x).numpy()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    return float(np.abs(ref - got).max())
+
+
+def cached_onnx(stem: Path) -> tuple[Path, ModelMeta]:
+    """The ONNX export of checkpoint ``stem``, made once and kept in the signfer cache."""
+    weights = stem.with_suffix(".safetensors")
+    digest = hashlib.sha1(weights.read_bytes()).hexdigest()[:16]
+    path = cache_dir() / "onnx" / f"{stem.name}-{digest}.onnx"
+    _, meta = load_model(stem)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _, diff = export_onnx(stem, path, check=True)
+        if not diff < 1e-3:
+            raise SignferError(f"ONNX export of {stem} differs from PyTorch by {diff:.2e}")
+    return path, meta
