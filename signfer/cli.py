@@ -66,10 +66,13 @@ def _crop(args) -> str | None:
     return DEFAULT_DETECTOR if args.crop_faces == "default" else args.crop_faces
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--folds", type=int, default=5, help="K of the K-fold cross-validation (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="fixes folds and training randomness (default 0)")
-    p.add_argument("--input-size", type=int, default=64,
+def _train_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    # for grids, None means "as the grid file says" (else the built-in default)
+    p.add_argument("--folds", type=int, default=5 if defaults else None,
+                   help="K of the K-fold cross-validation (default 5)")
+    p.add_argument("--seed", type=int, default=0 if defaults else None,
+                   help="fixes folds and training randomness (default 0)")
+    p.add_argument("--input-size", type=int, default=64 if defaults else None,
                    help="input side in pixels when the init is not a checkpoint (a checkpoint brings its own)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override a training setting, e.g. --set epochs=5 --set lr=1e-4 "
@@ -105,16 +108,17 @@ def cmd_cv(args) -> int:
 
 
 def cmd_grid(args) -> int:
-    from signfer.config import TrainConfig, from_dict, parse_overrides
+    from signfer.config import parse_overrides
     from signfer.experiments.grid import named_grid
     from signfer.experiments.runner import run_grid
     from signfer.metrics.report import summary_table, write_report
 
     table, ds = _load_table(args)
-    settings = {"folds": args.folds, "seed": args.seed, "input_size": args.input_size}
-    if args.set:
-        settings["train"] = from_dict(TrainConfig, parse_overrides(args.set), "--set")
-    if args.archs and args.grid == "paper":
+    settings = {"folds": args.folds, "seed": args.seed, "input_size": args.input_size,
+                "train": parse_overrides(args.set)}
+    if args.archs:
+        if args.grid != "paper":
+            raise SignferError("--archs applies to --grid paper; a grid file lists its own archs")
         settings["archs"] = tuple(args.archs.split(","))
     grid = named_grid(args.grid, **settings)
     results = run_grid(table, grid, args.out, crop_faces=_crop(args), dataset=ds)
@@ -274,7 +278,7 @@ def get_parser() -> argparse.ArgumentParser:
     _dataset_args(s)
     s.add_argument("--grid", default="paper", help="'paper' or a YAML file")
     s.add_argument("--archs", help="paper grid: comma-separated architectures")
-    _train_args(s)
+    _train_args(s, defaults=False)
     s.set_defaults(func=cmd_grid)
 
     s = sub.add_parser("report", help="results.md, paired tests and plots for a run folder")

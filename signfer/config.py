@@ -63,9 +63,9 @@ class TrainConfig:
     """Optimisation settings shared by every configuration of a grid."""
 
     head_epochs: int = 3          # warm-up of the new head, backbone frozen
-    head_lr: float = 3e-3
+    head_lr: float = 1e-3
     epochs: int = 8               # maximum epochs of the all-layers stage
-    lr: float = 5e-4
+    lr: float = 2e-4
     weight_decay: float = 1e-4
     batch_size: int = 64
     patience: int = 3             # early stopping on the inner validation split

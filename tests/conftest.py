@@ -18,9 +18,9 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from fixtures import feph_rows, make_feph  # noqa: E402
+from fixtures import feph_rows, make_feph
 
-from signfer.labels import FER2013_ORDER  # noqa: E402
+from signfer.labels import FER2013_ORDER
 
 #: Side of every test image and model input.
 SIZE = 32

@@ -179,8 +179,6 @@ def test_folds_file_with_other_k_or_seed_is_refused(table, tmp_path, k, seed):
         load_or_make_folds(table, k, seed, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="folds.py:82: the mismatch message reads saved['seed'] even "
-                   "when folds.csv has no seed column -> KeyError instead of SignferError")
 def test_folds_file_without_seed_column_and_other_k_is_a_clean_error(table, tmp_path):
     load_or_make_folds(table, 5, 0, tmp_path)
     saved = pd.read_csv(tmp_path / FOLDS_FILE).drop(columns="seed")

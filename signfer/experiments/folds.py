@@ -76,9 +76,10 @@ def load_or_make_folds(table: SampleTable, k: int, seed: int, out: Path) -> np.n
                 and (saved["label"].to_numpy() == s["label"].to_numpy()).all())
         if not same:
             raise SignferError(f"{path} was made for other samples; use a new --out for this dataset")
-        if saved["fold"].nunique() != k or ("seed" in saved and int(saved["seed"].iloc[0]) != seed):
+        saved_seed = int(saved["seed"].iloc[0]) if "seed" in saved else None
+        if saved["fold"].nunique() != k or saved_seed not in (None, seed):
             raise SignferError(
-                f"{path} has {saved['fold'].nunique()} folds (seed {int(saved['seed'].iloc[0])}), "
+                f"{path} has {saved['fold'].nunique()} folds (seed {saved_seed}), "
                 f"not {k} (seed {seed}); use a new --out"
             )
         return saved["fold"].to_numpy()

@@ -41,14 +41,14 @@ def default_init(arch: str) -> str:
     return name if name in builtin_models() else "imagenet"
 
 
-def paper_grid(archs=PAPER_ARCHS, init: str | None = None, **settings: Any) -> Grid:
+def paper_grid(archs=None, init: str | None = None, **settings: Any) -> Grid:
     """No-FT, FT, FT+HF, FT+CW, FT+IP, FT+IP+HF, FT+IP+HF+CW for each architecture.
 
     The no-FT (zero-shot) row needs a FER-pretrained checkpoint; it is left out,
     with a note, for an architecture that has none.
     """
     runs = []
-    for arch in archs:
+    for arch in archs or PAPER_ARCHS:
         start = init or default_init(arch)
         for t in PAPER_CONFIGS:
             if not t and start in ("imagenet", "random"):
@@ -58,12 +58,17 @@ def paper_grid(archs=PAPER_ARCHS, init: str | None = None, **settings: Any) -> G
 
 
 def _with_settings(grid: Grid, settings: dict[str, Any]) -> Grid:
-    train = settings.pop("train", None)
-    if isinstance(train, dict):
-        train = from_dict(TrainConfig, train, "train")
+    """Apply command-line settings; ``train`` is a dict of overrides applied on
+    top of each configuration's own training settings (dataclass, YAML, then CLI)."""
+    settings = {k: v for k, v in settings.items() if v is not None}
+    overrides = settings.pop("train", None) or {}
     grid = replace(grid, **settings)
-    if train is not None:
-        grid = replace(grid, train=train, runs=tuple(replace(r, train=train) for r in grid.runs))
+    if overrides:
+        def apply(t: TrainConfig) -> TrainConfig:
+            return from_dict(TrainConfig, {**vars(t), **overrides}, "--set")
+
+        grid = replace(grid, train=apply(grid.train),
+                       runs=tuple(replace(r, train=apply(r.train)) for r in grid.runs))
     return grid
 
 
@@ -122,8 +127,10 @@ def grid_from_yaml(path: str | Path) -> Grid:
 
 
 def named_grid(name_or_path: str, **settings: Any) -> Grid:
+    """The 'paper' grid or a YAML file, with command-line settings applied."""
     if name_or_path == "paper":
-        return paper_grid(**settings)
+        archs = settings.pop("archs", None)
+        return _with_settings(paper_grid(archs=archs), settings)
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return _with_settings(grid_from_yaml(path), settings)

@@ -138,6 +138,8 @@ def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, in
         # features depend only on initial weights, images and preprocessing: shared
         # across folds when the statistics do not come from the fold itself
         key = (spec.init, spec.arch, meta.input_size, he, prep.mean, prep.std)
+        if spec.init == "random":  # each fold draws its own random backbone
+            key += (seed,)
         result = fit(model, images, y, train_idx, val_idx, techniques=spec.techniques, cfg=spec.train,
                      preprocess=prep, seed=seed, cache=inputs.features, cache_key=key, log=log)
         logits = predict_logits(result.model, images[torch.as_tensor(test_idx)], prep)
@@ -178,13 +180,21 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
     out.mkdir(parents=True, exist_ok=True)
     if not grid.runs:
         raise SignferError("the grid has no configuration to run")
+    slugs = {}
+    for spec in grid.runs:
+        d = fold_dir(out, spec, 0)
+        if d in slugs and slugs[d] != (spec.name, spec.arch):
+            raise SignferError(f"configurations {slugs[d][0]!r} and {spec.name!r} would share the folder "
+                               f"{d.parent}; rename one")
+        slugs[d] = (spec.name, spec.arch)
+    # folds first: a refused resume must not overwrite the run's config.yaml
+    folds = load_or_make_folds(table, grid.folds, grid.seed, out)
     write_text(out / "config.yaml", dump_yaml({
         "signfer_version": __version__, "dataset": dataset or {"name": table.name},
         "n_samples": len(table.samples), "classes": list(table.classes),
         "crop_faces": crop_faces, "folds": grid.folds, "seed": grid.seed,
         "input_size": grid.input_size, "torch_threads": torch.get_num_threads(),
         "runs": [dataclasses.asdict(r) for r in grid.runs]}))
-    folds = load_or_make_folds(table, grid.folds, grid.seed, out)
     inputs = _Inputs(table, crop_faces)
     total = len(grid.runs) * grid.folds
     done = 0
@@ -194,6 +204,7 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
             done += 1
             d = fold_dir(out, spec, fold)
             if (d / "metrics.json").exists():
+                _check_same_spec(d / "metrics.json", spec)
                 log(f"[{done}/{total}] {spec.name} {spec.arch} fold {fold}: done before, skipped")
                 continue
             log(f"[{done}/{total}] {spec.name} {spec.arch} fold {fold} (init {spec.init})")
@@ -206,6 +217,17 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
             log(f"    accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
                 f"({m['seconds']:.0f} s; {time.perf_counter() - t0:.0f} s elapsed)")
     return _write_results(out, grid)
+
+
+def _check_same_spec(path: Path, spec: RunSpec) -> None:
+    """A finished fold is reused only if it ran the same configuration."""
+    m = read_json(path)
+    was = (m.get("init"), m.get("techniques"), m.get("train"))
+    now = (spec.init, "+".join(spec.techniques), dataclasses.asdict(spec.train))
+    if was != now:
+        raise SignferError(
+            f"{path} was made with other settings for {spec.name!r} ({spec.arch}); "
+            f"use a new --out or another configuration name")
 
 
 def _write_results(out: Path, grid: Grid) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from torch import nn
 from signfer.errors import SignferError
 from signfer.io import atomic_path, read_json, write_json
 from signfer.labels import canonical
-from signfer.models.registry import IMAGENET_MEAN, IMAGENET_STD, create_model, get_arch
+from signfer.models.registry import IMAGENET_MEAN, IMAGENET_STD, create_model, get_arch, reset_head
 
 FORMAT = "signfer-checkpoint/1"
 
@@ -60,7 +60,10 @@ class ModelMeta:
         if obj.get("format") != FORMAT:
             raise SignferError(f"{source}: not a signfer checkpoint (format {obj.get('format')!r})")
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in obj.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in obj.items() if k in known})
+        except TypeError as e:
+            raise SignferError(f"{source}: incomplete checkpoint metadata ({e})") from None
 
 
 def _stem(path: str | os.PathLike) -> Path:
@@ -112,9 +115,19 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelMeta]:
     """Read weights and metadata; never executes code from the file."""
     stem = resolve_checkpoint(name_or_path)
-    meta = ModelMeta.from_json(read_json(stem.with_suffix(".json")), str(stem.with_suffix(".json")))
-    state = {k: (v.float() if v.is_floating_point() else v)
-             for k, v in load_file(str(stem.with_suffix(".safetensors"))).items()}
+    meta_path, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    try:
+        obj = read_json(meta_path)
+    except (OSError, ValueError) as e:
+        raise SignferError(f"{meta_path}: unreadable checkpoint metadata ({e})") from None
+    if not isinstance(obj, dict):
+        raise SignferError(f"{meta_path}: not a signfer checkpoint")
+    meta = ModelMeta.from_json(obj, str(meta_path))
+    try:
+        raw = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise SignferError(f"{weights}: damaged or not a safetensors file ({e})") from None
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in raw.items()}
     return state, meta
 
 
@@ -122,8 +135,16 @@ def load_model(name_or_path: str | os.PathLike) -> tuple[nn.Module, ModelMeta]:
     """A ready-to-use model in eval mode, and its metadata."""
     state, meta = load_checkpoint(name_or_path)
     model = create_model(meta.arch, num_classes=len(meta.labels), init="random")
-    model.load_state_dict(state)
+    _load_state(model, state, name_or_path)
     return model.eval(), meta
+
+
+def _load_state(model: nn.Module, state: dict, source) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise SignferError(f"{source}: weights do not fit the architecture in its metadata ({first})") from None
 
 
 def build_model(arch: str | None, classes: list[str], init: str, input_size: int = 64) -> tuple[nn.Module, ModelMeta]:
@@ -144,10 +165,10 @@ def build_model(arch: str | None, classes: list[str], init: str, input_size: int
     if arch is not None and get_arch(arch).name != meta.arch:
         raise SignferError(f"checkpoint {init!r} is a {meta.arch}, not a {arch}")
     model = create_model(meta.arch, len(meta.labels), "random")
-    model.load_state_dict(state)
+    _load_state(model, state, init)
     old = [canonical(c) for c in meta.labels]
     if sorted(old) != sorted(canonical(c) for c in classes):
-        model.reset_classifier(len(classes))
+        reset_head(model, len(classes))
     else:
         head = model.get_classifier()
         order = [old.index(canonical(c)) for c in classes]

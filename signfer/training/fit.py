@@ -104,7 +104,7 @@ def fit(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n_classes = model.get_classifier().out_features
-    y_t = torch.as_tensor(y, dtype=torch.long)
+    y_t = torch.tensor(np.asarray(y), dtype=torch.long)
     weights = class_weights(y[train_idx], n_classes) if "cw" in techniques else None
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     val_loss_fn = nn.CrossEntropyLoss()
@@ -156,8 +156,8 @@ def fit(
             stale += 1
             if head_only and stale >= cfg.patience:
                 break
+    head.load_state_dict(best_head)
     if head_only:
-        head.load_state_dict(best_head)
         result.best_val_accuracy = best[0]
         result.seconds = time.perf_counter() - start
         return result

