@@ -78,6 +78,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     y_train = torch.as_tensor(train.y(), dtype=torch.long)
     y_val = torch.as_tensor(val.y(), dtype=torch.long)
 
+    torch.manual_seed(cfg.seed)  # before the new head is drawn
     model, meta = build_model(cfg.arch, classes, cfg.init, cfg.input_size)
     prep = Preprocess(tuple(meta.mean), tuple(meta.std))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -85,7 +86,6 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                 pct_start=0.1)
     gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
     history: list[dict] = []
     best_acc, best_state, epoch0 = -1.0, None, 0
     state_path = out / STATE

@@ -1,0 +1,62 @@
+"""Pre-training: one epoch on a tiny folder, and a kill/resume that ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fixtures import make_folder_dataset
+from safetensors.torch import load_file
+
+from signfer.errors import SignferError
+from signfer.models.checkpoint import load_model
+from signfer.training.pretrain import STATE, PretrainConfig, pretrain
+
+CLASSES = ("angry", "happy", "neutral", "sad")
+
+
+@pytest.fixture(scope="module")
+def fer_like(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fer")
+    return make_folder_dataset(root, CLASSES, per_class=6, splits=("train", "validation"), size=24)
+
+
+def cfg(epochs: int) -> PretrainConfig:
+    return PretrainConfig(arch="mobilenetv2", init="imagenet", input_size=32, epochs=epochs,
+                          batch_size=8, shift=2)
+
+
+def test_one_epoch_writes_a_checkpoint_with_its_metadata(fer_like, tmp_path):
+    stem = pretrain(fer_like, tmp_path, cfg(1), command="signfer pretrain (test)")
+    model, meta = load_model(stem)
+    assert meta.labels == ["anger", "happiness", "sadness", "neutral"]  # canonical order
+    assert meta.input_size == 32 and meta.normalize
+    assert meta.command == "signfer pretrain (test)"
+    assert 0.0 <= meta.val_accuracy <= 1.0
+    assert "validation/ (24 faces)" in meta.training_data
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1]
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 4)
+
+
+def test_killed_run_resumes_to_the_same_weights(fer_like, tmp_path):
+    whole = pretrain(fer_like, tmp_path / "whole", cfg(2))
+    # "killed" after one epoch: only state.pt is left; the re-run must pick up there
+    assert pretrain(fer_like, tmp_path / "cut", cfg(2), max_epochs_this_run=1) is None
+    assert (tmp_path / "cut" / STATE).exists()
+    assert not (tmp_path / "cut" / "mobilenetv2-fer.safetensors").exists()
+    resumed = pretrain(fer_like, tmp_path / "cut", cfg(2))
+    a = load_file(str(whole.with_suffix(".safetensors")))
+    b = load_file(str(resumed.with_suffix(".safetensors")))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    h1 = json.loads((tmp_path / "whole" / "history.json").read_text())
+    h2 = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert [h["val_accuracy"] for h in h1] == [h["val_accuracy"] for h in h2]
+
+
+def test_resume_with_another_config_is_refused(fer_like, tmp_path):
+    pretrain(fer_like, tmp_path, cfg(2), max_epochs_this_run=1)
+    with pytest.raises(SignferError, match="another config"):
+        pretrain(fer_like, tmp_path, cfg(3))
