@@ -1,0 +1,39 @@
+"""The FER models shipped inside the package: metadata, size, and real predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from signfer.data.cache import read_rgb
+from signfer.faces.crop import crop_face
+from signfer.inference.classifier import TorchClassifier
+from signfer.labels import CANONICAL
+from signfer.models.checkpoint import builtin_models, load_checkpoint
+
+MODELS = sorted(builtin_models())
+pytestmark = pytest.mark.skipif(not MODELS, reason="no built-in model is installed")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_metadata_is_complete_and_the_file_is_small(name):
+    state, meta = load_checkpoint(name)
+    assert sorted(meta.labels) == sorted(CANONICAL)
+    assert meta.input_size > 0 and len(meta.mean) == 3 and len(meta.std) == 3
+    assert meta.command.startswith("signfer ") and "pretrain" in meta.command
+    assert meta.training_data and 0.0 < meta.val_accuracy <= 1.0
+    assert builtin_models()[name].with_suffix(".safetensors").stat().st_size < 10e6
+    assert meta.extra["check_faces"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_predicts_faces_it_gets_right_at_full_scale(name, shared):
+    """The faces recorded at shipping time, from FER2013 validation, still come out right."""
+    _, meta = load_checkpoint(name)
+    clf = TorchClassifier.load(name)
+    root = shared / "data" / "fer2013" / "validation"
+    faces = meta.extra["check_faces"]
+    crops = np.stack([crop_face(read_rgb(str(root / f["face"])), None, clf.input_size) for f in faces])
+    probs = clf.predict_proba(crops)
+    got = [clf.labels[i] for i in probs.argmax(1)]
+    assert got == [f["label"] for f in faces]
