@@ -103,11 +103,14 @@ def load_images(
 
 
 def equalize(images: np.ndarray) -> np.ndarray:
-    """Histogram equalisation of each image (technique ``he``), on its luminance.
+    """Histogram equalisation of each image's luminance (technique ``he``).
 
-    Each image is equalised on its own, so no statistic crosses a split.
+    The Y channel of YCbCr is equalised with PIL and the colour kept. Each
+    image is equalised on its own, so no statistic crosses a split. (PIL leaves
+    images under about 16x16 pixels unchanged: too few pixels per level.)
     """
     out = np.empty_like(images)
     for i, im in enumerate(images):
-        out[i] = np.asarray(ImageOps.equalize(Image.fromarray(im)))
+        y, cb, cr = Image.fromarray(im).convert("YCbCr").split()
+        out[i] = np.asarray(Image.merge("YCbCr", (ImageOps.equalize(y), cb, cr)).convert("RGB"))
     return out
