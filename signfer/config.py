@@ -64,7 +64,7 @@ class TrainConfig:
 
     head_epochs: int = 3          # warm-up of the new head, backbone frozen
     head_lr: float = 1e-3
-    epochs: int = 6               # maximum epochs of the all-layers stage (budget: paper grid <= 60 min on 2 cores)
+    epochs: int = 5               # maximum epochs of the all-layers stage (budget: paper grid <= 60 min on 2 cores)
     lr: float = 2e-4
     weight_decay: float = 1e-4
     batch_size: int = 64

@@ -27,7 +27,11 @@ from signfer.cli import main
 from signfer.data.cache import load_images
 from signfer.data.folder import load_folder
 from signfer.export.onnx import export_onnx
-from signfer.inference.classifier import OnnxClassifier, TorchClassifier, load_classifier
+from signfer.inference.classifier import (
+    OnnxClassifier,
+    TorchClassifier,
+    load_classifier,
+)
 from signfer.inference.predict import evaluate_model, predict_images
 from signfer.labels import mapping_by_name
 from signfer.metrics import compute_metrics
