@@ -196,7 +196,7 @@ def main() -> None:
         ratios[arch] = fast_ips[arch] / ips
         # projected naive time, training passes only: every trained fit's head epochs
         # (the naive way runs them through all layers) and the all-layer epochs it ran
-        r = results[(results.arch == arch) & (results.techniques != "")]
+        r = results[(results.arch == arch) & (results.techniques.fillna("") != "")]
         epochs_run = (r["best_epoch"] + spec.train.patience).clip(upper=spec.train.epochs)
         proj = float((r["n_train"] * (spec.train.head_epochs + epochs_run)).sum()) / ips
         rows.append([f"naive, {arch} ({args.baseline_batches} batches timed)",
