@@ -237,9 +237,6 @@ def test_cli_annotate_bad_input_is_an_error_and_the_rest_is_done(
     assert (out / "face_clip.eaf").exists()
 
 
-@pytest.mark.xfail(reason="annotate_many also log.error()s each failure; with no logging set up "
-                   "(the real CLI) Python's last-resort handler prints it to stderr a second time",
-                   strict=False)
 def test_cli_annotate_bad_input_is_one_line_on_stderr(ckpt, face_video, tmp_path, capsys,
                                                       monkeypatch):
     # As in a real `signfer` process: no logging handler anywhere (pytest adds its own).

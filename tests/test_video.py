@@ -293,6 +293,7 @@ def test_annotate_video_smooths_and_subsamples(video, tmp_path):
 
 
 def test_annotate_many_reports_a_bad_video_and_does_the_rest(video, tmp_path, caplog):
+    caplog.set_level("DEBUG", logger="signfer")
     bad = tmp_path / "broken.mp4"
     bad.write_text("not a video")
     twin = tmp_path / "twin" / video.name  # same stem: would overwrite the first's outputs

@@ -15,7 +15,7 @@ import torch
 
 from signfer.data.cache import cache_dir
 from signfer.errors import SignferError
-from signfer.io import atomic_path, write_json
+from signfer.io import atomic_path, read_json, write_json
 from signfer.models.checkpoint import ModelMeta, load_model, resolve_checkpoint
 
 
@@ -58,7 +58,7 @@ def cached_onnx(stem: Path) -> tuple[Path, ModelMeta]:
     weights = stem.with_suffix(".safetensors")
     digest = hashlib.sha1(weights.read_bytes()).hexdigest()[:16]
     path = cache_dir() / "onnx" / f"{stem.name}-{digest}.onnx"
-    _, meta = load_model(stem)
+    meta = ModelMeta.from_json(read_json(stem.with_suffix(".json")), str(stem.with_suffix(".json")))
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         _, diff = export_onnx(stem, path, check=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from signfer.errors import SignferError
@@ -83,7 +83,8 @@ def save_checkpoint(model: nn.Module, meta: ModelMeta, path: str | os.PathLike, 
         v = v.detach().cpu().contiguous()
         state[k] = v.half() if half and v.is_floating_point() else v
     with atomic_path(stem.with_suffix(".safetensors")) as tmp:
-        save_file(state, str(tmp))
+        # bytes, not save_file: save_file re-creates the file as 0600 whatever the umask
+        tmp.write_bytes(save(state))
     write_json(stem.with_suffix(".json"), meta.to_json())
     return stem
 
