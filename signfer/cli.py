@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -91,8 +90,6 @@ def cmd_data_summary(args) -> int:
 def cmd_cv(args) -> int:
     from signfer.config import RunSpec, TrainConfig, from_dict, parse_overrides, parse_techniques, technique_label
     from signfer.experiments.grid import Grid, default_init
-    from signfer.experiments.runner import run_grid
-    from signfer.metrics.report import summary_table, write_report
 
     table, ds = _load_table(args)
     train = from_dict(TrainConfig, parse_overrides(args.set), "--set")
@@ -100,7 +97,14 @@ def cmd_cv(args) -> int:
     init = args.init or default_init(args.arch)
     spec = RunSpec(args.name or technique_label(t), args.arch, init, t, train)
     grid = Grid((spec,), folds=args.folds, seed=args.seed, input_size=args.input_size, train=train)
-    results = run_grid(table, grid, args.out, crop_faces=_crop(args), dataset=ds)
+    return _run_and_report(args, table, ds, grid)
+
+
+def _run_and_report(args, table, dataset: dict, grid) -> int:
+    from signfer.experiments.runner import run_grid
+    from signfer.metrics.report import summary_table, write_report
+
+    results = run_grid(table, grid, args.out, crop_faces=_crop(args), dataset=dataset)
     report = write_report(args.out)
     print(summary_table(results).to_string())
     print(f"\nreport: {report}")
@@ -110,8 +114,6 @@ def cmd_cv(args) -> int:
 def cmd_grid(args) -> int:
     from signfer.config import parse_overrides
     from signfer.experiments.grid import named_grid
-    from signfer.experiments.runner import run_grid
-    from signfer.metrics.report import summary_table, write_report
 
     table, ds = _load_table(args)
     settings = {"folds": args.folds, "seed": args.seed, "input_size": args.input_size,
@@ -120,12 +122,7 @@ def cmd_grid(args) -> int:
         if args.grid != "paper":
             raise SignferError("--archs applies to --grid paper; a grid file lists its own archs")
         settings["archs"] = tuple(args.archs.split(","))
-    grid = named_grid(args.grid, **settings)
-    results = run_grid(table, grid, args.out, crop_faces=_crop(args), dataset=ds)
-    report = write_report(args.out)
-    print(summary_table(results).to_string())
-    print(f"\nreport: {report}")
-    return 0
+    return _run_and_report(args, table, ds, named_grid(args.grid, **settings))
 
 
 def cmd_report(args) -> int:
@@ -328,6 +325,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--smooth", type=int, default=1, help="moving-average window over frames")
     s.add_argument("--min-duration", type=float, default=0.0, help="shortest ELAN segment, seconds")
     s.add_argument("--overlay", action="store_true", help="also write an MP4 with box and label")
+    s.add_argument("--detect-every", type=int, default=1, metavar="N",
+                   help="detect the face on every N-th kept frame, reuse its box in between "
+                        "(faster; default 1: every kept frame)")
     s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     s.set_defaults(func=cmd_annotate)
 
@@ -340,6 +340,8 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", choices=["entropy", "margin"], default="entropy")
     s.add_argument("--every", type=int)
     s.add_argument("--fps", type=float)
+    s.add_argument("--detect-every", type=int, default=1, metavar="N",
+                   help="detect the face on every N-th kept frame, reuse its box in between")
     s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     s.set_defaults(func=cmd_suggest)
 

@@ -12,6 +12,17 @@ Policies:
   label ``""``; ELAN shows a gap there.
 * Several faces: the largest one is classified (:func:`signfer.faces.crop.largest`,
   the signer is nearest the camera); ``n_faces`` records how many there were.
+* Detecting only every N-th frame (``detect_every=N``, default 1 = every kept
+  frame): face detection costs several times decoding, cropping and
+  classifying together, and a signer filmed at 25 fps moves little between
+  frames, so the detector runs on kept frames 0, N, 2N, ... and the frames in
+  between reuse the box of the last detection (a simple track; the crop is
+  still cut from each frame's own pixels). A detection that finds no face ends
+  the track: the frames after it have no face until the next detection, so a
+  box never outlives the face it was found on by more than N - 1 frames.
+  ``box_source`` says where each row's box came from (``"detected"``,
+  ``"tracked"``, ``""`` without a face); ``det_score`` and ``n_faces`` are
+  those of the detection the box came from.
 
 >>> result = annotate_video("clip.mp4", "out", classifier, detector,
 ...                         fps=10, smooth=5)  # doctest: +SKIP
@@ -76,7 +87,7 @@ class AnnotateResult:
         table: the per-frame table, smoothed columns included.
         outputs: written files by kind: ``csv``, ``parquet``, ``eaf``,
             ``timeline``, ``overlay`` (only those written).
-        seconds: wall time taken.
+        seconds: wall time taken, writing the outputs included.
     """
 
     video: Path
@@ -94,13 +105,24 @@ class AnnotateResult:
 
     @property
     def detection_rate(self) -> float:
-        """Fraction of kept frames in which a face was found."""
+        """Fraction of kept frames that have a face (detected or tracked)."""
         return self.n_faces / self.n_frames if self.n_frames else 0.0
 
+    @property
+    def frames_per_s(self) -> float:
+        """Kept frames per second of wall time, outputs included; NaN before timing."""
+        return self.n_frames / self.seconds if self.seconds > 0 else float("nan")
+
     def summary(self) -> str:
+        """One line: frames, face rate, time and speed, and the files written.
+
+        >>> result.summary()  # doctest: +SKIP
+        'clip.mp4: 250 frames, face in 97%, 4.1 s (61 frames/s) -> clip.frames.csv, ...'
+        """
+        speed = f" ({self.frames_per_s:.0f} frames/s)" if self.seconds > 0 else ""
         return (
             f"{self.video.name}: {self.n_frames} frames, face in {self.detection_rate:.0%}, "
-            f"{self.seconds:.1f} s -> {', '.join(p.name for p in self.outputs.values())}"
+            f"{self.seconds:.1f} s{speed} -> {', '.join(p.name for p in self.outputs.values())}"
         )
 
 
@@ -119,6 +141,7 @@ def annotate_frames(
     *,
     batch_size: int = 64,
     video: str = "",
+    detect_every: int = 1,
 ) -> pd.DataFrame:
     """Detect, crop and classify the face in each frame; one table row per frame.
 
@@ -128,21 +151,33 @@ def annotate_frames(
         detector: gives ``detect(rgb) -> list[Box]``.
         batch_size: crops per ``predict_proba`` call.
         video: value of the ``video`` column.
+        detect_every: run the detector on every N-th frame of ``frames`` and
+            reuse its box on the frames in between (see the module docstring);
+            1 detects on every frame.
 
     Returns:
-        The per-frame table (columns in :mod:`signfer.export.tables`).
+        The per-frame table (columns in :mod:`signfer.export.tables`, plus
+        ``box_source``: ``"detected"``, ``"tracked"`` or ``""``).
 
     Raises:
+        ValueError: ``batch_size`` or ``detect_every`` is below 1.
         SignferError: the classifier returned probabilities of the wrong shape.
+
+    >>> table = annotate_frames(iter_frames("clip.mp4"), classifier, detector,
+    ...                         detect_every=3)  # doctest: +SKIP
+    >>> table["box_source"].head(4).tolist()  # doctest: +SKIP
+    ['detected', 'tracked', 'tracked', 'detected']
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if detect_every < 1:
+        raise ValueError(f"detect_every must be >= 1, got {detect_every}")
     labels = tuple(classifier.labels)
     if not labels:
         raise SignferError("the classifier has no labels")
     size = int(classifier.input_size)
     columns: dict[str, list] = {k: [] for k in ("frame", "time_s", "face", "x", "y", "w", "h",
-                                              "det_score", "n_faces")}
+                                              "box_source", "det_score", "n_faces")}
     blocks: list[np.ndarray] = []  # probabilities, one block per batch of rows
     crops: list[np.ndarray] = []
     crop_rows: list[int] = []  # row of each pending crop, relative to the block
@@ -163,15 +198,19 @@ def annotate_frames(
         block_start += len(block)
         crops, crop_rows = [], []
 
-    for frame in frames:
-        boxes = list(detector.detect(frame.image))
-        box = largest(boxes)
+    box, n_faces = None, 0  # the track: the last detection's box and face count
+    for k, frame in enumerate(frames):
+        detected = k % detect_every == 0
+        if detected:
+            boxes = list(detector.detect(frame.image))
+            box, n_faces = largest(boxes), len(boxes)
         columns["frame"].append(frame.index)
         columns["time_s"].append(frame.timestamp_s)
         columns["face"].append(box is not None)
-        columns["n_faces"].append(len(boxes))
+        columns["n_faces"].append(n_faces)
         for key in ("x", "y", "w", "h"):
             columns[key].append(getattr(box, key) if box is not None else np.nan)
+        columns["box_source"].append("" if box is None else "detected" if detected else "tracked")
         columns["det_score"].append(box.score if box is not None else np.nan)
         if box is not None:
             crop_rows.append(len(columns["frame"]) - 1 - block_start)
@@ -183,7 +222,8 @@ def annotate_frames(
     probs = np.concatenate(blocks) if blocks else np.empty((0, len(labels)))
     table = pd.DataFrame(columns)
     table.insert(0, "video", video)
-    table = table.astype({"frame": int, "time_s": float, "face": bool, "n_faces": int})
+    table = table.astype({"frame": int, "time_s": float, "face": bool, "box_source": str,
+                          "n_faces": int})
     for k, name in enumerate(labels):
         table[f"{PROB_PREFIX}{name}"] = probs[:, k]
     table["label"], table["confidence"] = _decide(probs, labels)
@@ -347,6 +387,7 @@ def annotate_video(
     overlay: bool = False,
     write_parquet: bool = True,
     batch_size: int = 64,
+    detect_every: int = 1,
 ) -> AnnotateResult:
     """Annotate one video and write its files into ``out_dir``.
 
@@ -369,17 +410,22 @@ def annotate_video(
         overlay: also write a video with boxes and labels drawn.
         write_parquet: also write Parquet when pyarrow is available.
         batch_size: crops per classifier call.
+        detect_every: run the face detector on every N-th kept frame only and
+            reuse its box in between (see the module docstring); 1, the
+            default, detects on every kept frame.
 
     Returns:
         An :class:`AnnotateResult` with the table, the files and the detection rate.
 
     Raises:
+        ValueError: ``batch_size`` or ``detect_every`` is below 1.
         SignferError: the video cannot be read (the message names it).
     """
     started = time.perf_counter()
     path, out_dir = Path(path), Path(out_dir)
     frames = iter_frames(path, every=every, fps=fps)
-    table = annotate_frames(frames, classifier, detector, batch_size=batch_size, video=path.name)
+    table = annotate_frames(frames, classifier, detector, batch_size=batch_size, video=path.name,
+                            detect_every=detect_every)
     table = add_smoothed(table, smooth)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = path.stem

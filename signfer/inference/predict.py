@@ -98,13 +98,22 @@ def _detector(name: str | None):
     return create_detector(name or DEFAULT_DETECTOR)
 
 
+def _detect_every(args) -> int:
+    """``--detect-every``, checked before any model or video is loaded."""
+    n = getattr(args, "detect_every", 1)
+    if n < 1:
+        raise SignferError(f"--detect-every must be >= 1, got {n}")
+    return n
+
+
 def annotate_command(args) -> int:
     from signfer.inference.annotate import annotate_many
 
+    detect_every = _detect_every(args)
     clf = load_classifier(args.model or default_model(), args.backend)
     res = annotate_many(args.videos, args.out, clf, _detector(args.detector), every=args.every,
                         fps=args.fps, smooth=args.smooth, min_duration=args.min_duration,
-                        overlay=args.overlay)
+                        overlay=args.overlay, detect_every=detect_every)
     for r in res.results:
         print(r.summary())
     for e in res.errors:
@@ -119,6 +128,7 @@ def suggest_command(args) -> int:
     from signfer.inference.uncertainty import rank_uncertain
     from signfer.inference.video import iter_frames
 
+    detect_every = _detect_every(args)
     clf = load_classifier(args.model or default_model(), args.backend)
     det = _detector(args.detector)
     out = Path(args.out)
@@ -126,7 +136,7 @@ def suggest_command(args) -> int:
     for v in args.videos:
         try:
             table = annotate_frames(iter_frames(v, every=args.every, fps=args.fps), clf, det,
-                                    video=Path(v).name)
+                                    video=Path(v).name, detect_every=detect_every)
         except SignferError as e:
             print(f"signfer: error: {e}", file=sys.stderr)
             failed += 1

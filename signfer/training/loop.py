@@ -70,33 +70,34 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def predict_logits(
-    model: nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int = 256,
-    flip: bool = False,
-) -> torch.Tensor:
+def _batched(fn, model: nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int,
+             flip: bool) -> torch.Tensor:
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         batch = images[i:i + batch_size]
         mask = torch.ones(len(batch), dtype=torch.bool) if flip else None
-        out.append(model(preprocess(batch, mask)))
+        out.append(fn(preprocess(batch, mask)))
     return torch.cat(out) if out else torch.empty(0)
 
 
-@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int = 256,
+    flip: bool = False,
+) -> torch.Tensor:
+    """Logits of every image, in eval mode (``flip``: of the mirrored images)."""
+    return _batched(model, model, images, preprocess, batch_size, flip)
+
+
 def extract_features(
     model: nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int = 256,
     flip: bool = False,
 ) -> torch.Tensor:
     """Pooled backbone features (the head's input), in eval mode."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        batch = images[i:i + batch_size]
-        mask = torch.ones(len(batch), dtype=torch.bool) if flip else None
-        feats = model.forward_features(preprocess(batch, mask))
-        out.append(model.forward_head(feats, pre_logits=True))
-    return torch.cat(out) if out else torch.empty(0)
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+
+    return _batched(features, model, images, preprocess, batch_size, flip)
 
 
 def evaluate(
