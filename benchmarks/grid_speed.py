@@ -36,7 +36,7 @@ from _common import command, machine, markdown_table, shared_path  # noqa: E402
 
 from signfer.data import load_dataset  # noqa: E402
 from signfer.experiments.folds import inner_split, load_or_make_folds  # noqa: E402
-from signfer.experiments.grid import paper_grid  # noqa: E402
+from signfer.experiments.grid import named_grid, paper_grid  # noqa: E402
 from signfer.experiments.runner import fold_seed, run_grid  # noqa: E402
 from signfer.models.checkpoint import build_model  # noqa: E402
 from signfer.models.registry import set_backbone_trainable, train_mode  # noqa: E402
@@ -169,10 +169,13 @@ def main() -> None:
     ap.add_argument("--baseline-fits", default="",
                     help="full naive fits to run for accuracy, e.g. 'FT+IP+HF:mobilenetv2:0,no-FT:mobilenetv2:0' "
                          "(a trained one takes about 30 min on 2 cores)")
+    ap.add_argument("--smoke", action="store_true", help="1 epoch per stage: checks the script, measures nothing")
     args = ap.parse_args()
     out = Path(args.out)
     table = load_dataset("manifest", make_standin(out, n=args.n))
     grid = paper_grid(archs=tuple(args.archs.split(",")))
+    if args.smoke:
+        grid = named_grid("paper", archs=tuple(args.archs.split(",")), train={"epochs": 1, "head_epochs": 1})
     print(f"stand-in: {len(table.samples)} faces, {table.samples['group'].nunique()} groups; "
           f"grid: {len(grid.runs)} configurations x {grid.folds} folds", flush=True)
 

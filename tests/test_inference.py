@@ -218,6 +218,28 @@ def test_cli_annotate_writes_table_and_eaf(biased_ckpt, face_video, tmp_path, ca
     assert "face_clip.mp4" in eaf and f"<ANNOTATION_VALUE>{FAVOURED}</ANNOTATION_VALUE>" in eaf
 
 
+def test_cli_annotate_detect_every_tracks_between_detections(biased_ckpt, face_video, tmp_path,
+                                                            capsys):
+    out = tmp_path / "out"
+    rc = main(["annotate", str(face_video), "--out", str(out), "--model", str(biased_ckpt),
+               "--detect-every", "2"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "frames/s" in captured.out
+    table = pd.read_csv(out / "face_clip.frames.csv", keep_default_na=False)
+    assert len(table) == VIDEO_FRAMES and table["face"].all()
+    assert table["box_source"].tolist() == ["detected", "tracked"] * (VIDEO_FRAMES // 2)
+
+
+def test_cli_detect_every_below_one_is_refused(ckpt, face_video, tmp_path, capsys):
+    for command in ("annotate", "suggest"):
+        rc = main([command, str(face_video), "--out", str(tmp_path / "out"), "--model",
+                   str(ckpt), "--detect-every", "0"])
+        assert rc == 2
+        assert "--detect-every" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def annotate_with_a_bad_input(ckpt, video, tmp_path, capsys) -> tuple[int, str, Path, Path]:
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video\n")
@@ -256,6 +278,16 @@ def test_cli_suggest_writes_n_annotations(ckpt, face_video, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     eaf = pympi.Elan.Eaf(str(out / "face_clip.suggest.eaf"))
     assert len(eaf.get_annotation_data_for_tier("suggest")) == 3
+
+
+def test_cli_suggest_passes_detect_every_on(ckpt, face_video, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["suggest", str(face_video), "--model", str(ckpt), "--n", str(VIDEO_FRAMES),
+               "--out", str(out), "--backend", "torch", "--detect-every", "2"])
+    assert rc == 0, capsys.readouterr().err
+    ranked = pd.read_csv(out / "face_clip.suggest.csv", keep_default_na=False)
+    assert ranked.sort_values("frame")["box_source"].tolist() == (
+        ["detected", "tracked"] * (VIDEO_FRAMES // 2))
 
 
 # ---------------------------------------------------------------- a real clip

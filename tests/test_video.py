@@ -232,6 +232,71 @@ def test_annotate_frames_gives_one_row_per_frame_with_no_face_rows(video):
     assert len(classifier.batches) >= 6
 
 
+class CountingDetector:
+    """Wraps a detector and counts its calls; by default one fixed face on every frame."""
+
+    name = "counting"
+
+    def __init__(self, inner=None) -> None:
+        self.inner, self.calls = inner, 0
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        self.calls += 1
+        return self.inner.detect(image) if self.inner is not None else [FACE]
+
+
+def test_detect_every_runs_the_detector_on_every_nth_frame_and_tracks_between(video):
+    detector = CountingDetector()
+    table = annotate_frames(iter_frames(video), FakeClassifier(), detector, detect_every=3)
+    assert detector.calls == N_FRAMES // 3 == 10
+    assert table["face"].all()
+    assert table["box_source"].tolist() == ["detected", "tracked", "tracked"] * 10
+    assert (table[["x", "y", "w", "h"]].to_numpy() == [FACE.x, FACE.y, FACE.w, FACE.h]).all()
+    assert (table["det_score"] == FACE.score).all()
+    # Tracked rows are classified on their own pixels, not the detected frame's.
+    assert table["label"].tolist() == [LABELS[i // 10] for i in range(N_FRAMES)]
+
+
+def test_detect_every_one_detects_on_every_frame_as_before(video):
+    detector = CountingDetector(FakeDetector())
+    table = annotate_frames(iter_frames(video), FakeClassifier(), detector)
+    assert detector.calls == N_FRAMES
+    expected = ["" if i % 10 in NO_FACE_STEPS else "detected" for i in range(N_FRAMES)]
+    assert table["box_source"].tolist() == expected
+    assert table["label"].tolist() == [expected_label(i) for i in range(N_FRAMES)]
+    assert table["n_faces"].tolist() == [
+        0 if i % 10 in NO_FACE_STEPS else 2 if i % 10 == TWO_FACE_STEP else 1
+        for i in range(N_FRAMES)
+    ]
+
+
+def test_a_detection_without_a_face_ends_the_track(video):
+    # Detections on frames 0, 3, 6, 9, ...: frame 6 finds no face, so 7 and 8 have
+    # none although the detector would find one there; frame 9 starts a new track.
+    # Frame 3 (two faces) passes its largest box and its count to 4 and 5, and
+    # frame 5 keeps that box although a detection there would find nothing.
+    table = annotate_frames(iter_frames(video), FakeClassifier(), FakeDetector(), detect_every=3)
+    rows = table.set_index("frame")
+    assert rows.loc[0:9, "box_source"].tolist() == [
+        "detected", "tracked", "tracked",
+        "detected", "tracked", "tracked",
+        "", "", "",
+        "detected",
+    ]
+    assert rows.loc[6:8, "face"].tolist() == [False] * 3
+    assert rows.loc[6:8, "label"].tolist() == [""] * 3
+    assert rows.loc[6:8, "n_faces"].tolist() == [0] * 3
+    assert np.isnan(rows.loc[6:8, ["x", "y", "w", "h", "det_score"]].to_numpy()).all()
+    assert rows.loc[3:5, "n_faces"].tolist() == [2, 2, 2]
+    assert (rows.loc[3:5, ["x", "y", "w", "h"]].to_numpy() == [FACE.x, FACE.y, FACE.w, FACE.h]).all()
+    assert rows.loc[9, "label"] == LABELS[0]
+
+
+def test_bad_detect_every_is_refused(video):
+    with pytest.raises(ValueError, match="detect_every"):
+        annotate_frames(iter_frames(video), FakeClassifier(), FakeDetector(), detect_every=0)
+
+
 def test_wrongly_shaped_probabilities_are_refused(video):
     class Broken(FakeClassifier):
         def predict_proba(self, crops):
@@ -277,6 +342,17 @@ def test_annotate_video_writes_table_eaf_timeline_and_overlay(video, tmp_path):
     frame20 = [f for f in iter_frames(result.outputs["overlay"]) if f.index == 20][0].image
     edge = frame20[int(FACE.y), int(FACE.x + FACE.w / 2)].astype(int)
     assert edge[1] > edge[2]
+
+
+def test_annotate_video_detects_every_nth_kept_frame_and_reports_its_speed(video, tmp_path):
+    detector = CountingDetector()
+    result = annotate_video(video, tmp_path, FakeClassifier(), detector, every=2,
+                            detect_every=5, write_parquet=False)
+    assert result.n_frames == N_FRAMES // 2 and detector.calls == 3
+    csv = pd.read_csv(result.outputs["csv"], keep_default_na=False)
+    assert csv["box_source"].tolist() == (["detected"] + ["tracked"] * 4) * 3
+    assert result.frames_per_s == pytest.approx(result.n_frames / result.seconds)
+    assert f"{result.frames_per_s:.0f} frames/s" in result.summary()
 
 
 def test_annotate_video_smooths_and_subsamples(video, tmp_path):

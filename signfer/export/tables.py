@@ -7,8 +7,10 @@ Video inference returns one row per kept frame with the columns
 ``time_s``      presentation time in seconds
 ``face``        whether a face was found (bool)
 ``x y w h``     the face box used (the largest one), NaN without a face
-``det_score``   the detector's score for that box
-``n_faces``     how many faces the detector returned
+``box_source``  ``detected``, ``tracked`` (box carried from the last detection,
+               ``--detect-every N``) or empty when there is no face
+``det_score``   the score of the detection the box came from
+``n_faces``     how many faces that detection returned
 ``prob_<class>`` the classifier's probability per class, in the model's
                 label order; NaN without a face
 ``label``       the most probable class, ``""`` without a face
