@@ -75,8 +75,8 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
          f"{cfg.input_size}px")
     x_train = torch.from_numpy(load_images(train, cfg.input_size))
     x_val = torch.from_numpy(load_images(val, cfg.input_size))
-    y_train = torch.as_tensor(train.y(), dtype=torch.long)
-    y_val = torch.as_tensor(val.y(), dtype=torch.long)
+    y_train = torch.tensor(train.y(), dtype=torch.long)
+    y_val = torch.tensor(val.y(), dtype=torch.long)
 
     torch.manual_seed(cfg.seed)  # before the new head is drawn
     model, meta = build_model(cfg.arch, classes, cfg.init, cfg.input_size)
