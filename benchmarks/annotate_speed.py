@@ -121,7 +121,7 @@ def staged(clock: StageClock):
             setattr(annotate, n, fn)
 
 
-def run_annotate(clip: Path, out: Path, classifier, detector) -> dict:
+def run_annotate(clip: Path, out: Path, classifier, detector, detect_every: int = 1) -> dict:
     """One timed, stage-timed annotate_video call."""
     from signfer.inference.annotate import annotate_video
 
@@ -130,7 +130,7 @@ def run_annotate(clip: Path, out: Path, classifier, detector) -> dict:
     det = _Timed(detector, "detect", clock.wrap("detect", detector.detect))
     with staged(clock):
         start = time.perf_counter()
-        result = annotate_video(clip, out, clf, det)
+        result = annotate_video(clip, out, clf, det, detect_every=detect_every)
         seconds = time.perf_counter() - start
     stages = {s: clock.seconds[s] for s in STAGES}
     stages["other"] = seconds - sum(stages.values())
@@ -205,6 +205,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="a signfer checkpoint; default: the default built-in model")
     p.add_argument("--backends", nargs="+", default=["onnx", "torch"], choices=["onnx", "torch"])
+    p.add_argument("--detect-every", type=int, default=1,
+                   help="signfer: run the detector on every N-th frame, carrying the box between")
     p.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best counts")
     p.add_argument("--fer-detectors", nargs="*", default=["haar", "mtcnn"], choices=["haar", "mtcnn"],
                    help="fer baselines to run (none: skip fer)")
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             speed += [(clf.backend, b, classify_speed(clf, b, args.repeats)) for b in (256, 64)]
             detector.detect(next(iter_frames(clips[0])).image)  # warm-up
             e2e[clf.backend] = {
-                c.name: best([run_annotate(c, Path(tmp) / clf.backend, clf, detector)
+                c.name: best([run_annotate(c, Path(tmp) / clf.backend, clf, detector, args.detect_every)
                               for _ in range(args.repeats)])
                 for c in clips
             }
