@@ -197,3 +197,28 @@ def test_missing_tier_and_missing_video_are_one_line_errors(annotated, tmp_path)
     assert linked_video(read_eaf(moved), moved, video=video.parent) == video.parent / "signer1.mp4"
     with pytest.raises(SignferError, match="ELAN file"):
         read_eaf(tmp_path / "missing.eaf")
+
+
+def test_manifest_from_elan_feeds_cross_validation(tmp_path, capsys):
+    """The annotation loop closes: annotate -> ELAN -> manifest -> `signfer cv`."""
+    from signfer.cli import main
+
+    (tmp_path / "videos").mkdir()
+    eafs = []
+    for i in range(3):  # three videos = three groups, so grouped 3-fold CV is possible
+        video = make_video(tmp_path / "videos" / f"signer{i}.mp4")
+        result = annotate_video(video, tmp_path / "ann", FakeClassifier(), FakeDetector(),
+                                write_parquet=False)
+        eafs.append(result.outputs["eaf"])
+    out_csv = tmp_path / "data" / "loop.csv"
+    manifest_from_elan(eafs, tier="expression", out_csv=out_csv, detector=FakeDetector(),
+                       per_segment=2, size=32)
+    rc = main(["cv", "--dataset", "manifest", "--root", str(out_csv), "--arch", "mobilenetv2",
+               "--init", "random", "--techniques", "head", "--folds", "3", "--input-size", "32",
+               "--set", "epochs=1", "--set", "batch_size=8", "--out", str(tmp_path / "run")])
+    assert rc == 0, capsys.readouterr().err
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert sorted(results["fold"]) == [0, 1, 2]
+    folds = pd.read_csv(tmp_path / "run" / "folds.csv")
+    assert folds.groupby("group")["fold"].nunique().max() == 1  # a video never straddles folds
+    assert set(folds["group"]) == {"signer0", "signer1", "signer2"}

@@ -440,3 +440,22 @@ def test_rank_uncertain_returns_exactly_the_n_most_uncertain_face_frames(method)
     expected = np.argsort(-np.where(face, score, -np.inf), kind="stable")[:8]
     assert ranked["frame"].tolist() == expected.tolist()
     assert len(rank_uncertain(table, 1000)) == int(face.sum())
+
+
+class BlindDetector:
+    """Finds no face anywhere, like a video of hands only."""
+
+    name = "blind"
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        return []
+
+
+def test_video_without_any_face_gives_no_face_rows_not_a_crash(video, tmp_path):
+    result = annotate_video(video, tmp_path, FakeClassifier(), BlindDetector(), write_parquet=False)
+    table = pd.read_csv(result.outputs["csv"])
+    assert len(table) == result.n_frames > 0
+    assert not table["face"].any()
+    assert table["label"].isna().all() and table["prob_anger"].isna().all()
+    assert result.detection_rate == 0.0
+    assert result.outputs["eaf"].is_file() and result.outputs["timeline"].is_file()
