@@ -79,6 +79,19 @@ def _train_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     p.add_argument("--out", required=True, help="run folder; re-running resumes it")
 
 
+def _video_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("videos", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default=None, help="default: the built-in mobilenetv2-fer")
+    p.add_argument("--detector", default=None, help="see `signfer detectors` (default: yunet)")
+    p.add_argument("--every", type=int, help="keep every N-th frame")
+    p.add_argument("--fps", type=float, help="keep frames at most F per second")
+    p.add_argument("--detect-every", type=int, default=1, metavar="N",
+                   help="detect the face on every N-th kept frame, reuse its box in between "
+                        "(faster; default 1: every kept frame)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+
+
 # ---------------------------------------------------------------- commands
 
 def cmd_data_summary(args) -> int:
@@ -316,33 +329,16 @@ def get_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("annotate", help="per-frame expressions of videos: CSV, ELAN, timeline")
-    s.add_argument("videos", nargs="+")
-    s.add_argument("--out", required=True)
-    s.add_argument("--model", default=None)
-    s.add_argument("--detector", default=None)
-    s.add_argument("--every", type=int, help="keep every N-th frame")
-    s.add_argument("--fps", type=float, help="keep frames at most F per second")
+    _video_args(s)
     s.add_argument("--smooth", type=int, default=1, help="moving-average window over frames")
     s.add_argument("--min-duration", type=float, default=0.0, help="shortest ELAN segment, seconds")
     s.add_argument("--overlay", action="store_true", help="also write an MP4 with box and label")
-    s.add_argument("--detect-every", type=int, default=1, metavar="N",
-                   help="detect the face on every N-th kept frame, reuse its box in between "
-                        "(faster; default 1: every kept frame)")
-    s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     s.set_defaults(func=cmd_annotate)
 
     s = sub.add_parser("suggest", help="the most uncertain frames, as an ELAN tier to annotate first")
-    s.add_argument("videos", nargs="+")
-    s.add_argument("--out", required=True)
-    s.add_argument("--model", default=None)
-    s.add_argument("--detector", default=None)
-    s.add_argument("--n", type=int, default=50)
+    _video_args(s)
+    s.add_argument("--n", type=int, default=50, help="how many frames to suggest per video")
     s.add_argument("--method", choices=["entropy", "margin"], default="entropy")
-    s.add_argument("--every", type=int)
-    s.add_argument("--fps", type=float)
-    s.add_argument("--detect-every", type=int, default=1, metavar="N",
-                   help="detect the face on every N-th kept frame, reuse its box in between")
-    s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     s.set_defaults(func=cmd_suggest)
 
     exp = sub.add_parser("export", help="export a model").add_subparsers(dest="export_command", required=True)
