@@ -81,7 +81,7 @@ def _predict(model, paths, size, mean, std, bs=64):
 def naive_fold(spec, table, folds, fold, grid, size=224):
     """One (config, fold) the naive way; returns accuracy, images trained, seconds training."""
     paths = table.samples["path"].to_numpy()
-    y = torch.as_tensor(table.y())
+    y = torch.tensor(table.y())
     test = np.flatnonzero(folds == fold)
     seed = fold_seed(grid.seed, fold)
     torch.manual_seed(seed)
@@ -138,7 +138,7 @@ def naive_fold(spec, table, folds, fold, grid, size=224):
 def naive_throughput(spec, table, grid, batches: int, size: int = 224) -> float:
     """Training img/s of the naive pipeline (decode + resize + all layers), over ``batches`` batches."""
     paths = table.samples["path"].to_numpy()
-    y = torch.as_tensor(table.y())
+    y = torch.tensor(table.y())
     model, meta = build_model(spec.arch, list(table.classes), spec.init, size)
     model = model.to(memory_format=torch.contiguous_format)
     set_backbone_trainable(model, True)
