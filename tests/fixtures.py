@@ -194,3 +194,32 @@ def make_manifest(
             target = Path(path) if Path(path).is_absolute() else root / path
             write_image(target, key=row[1] if len(row) > 1 else "", size=size)
     return write_csv(root / name, header, rows)
+
+
+def write_video(path: str | Path, images: Iterable[np.ndarray], fps: int, *, rotation: int = 0,
+                faststart: bool = False) -> Path:
+    """Encode RGB uint8 frames (all the same size) as an MPEG-4 ``.mp4``; return ``path``.
+
+    Args:
+        rotation: display-rotation metadata in degrees (0: none).
+        faststart: put the index at the front of the file.
+    """
+    import av  # only the video tests need it
+
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", format="mp4", options=options) as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"qscale": "2"}
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i, image in enumerate(images):
+            if i == 0:
+                stream.height, stream.width = image.shape[:2]
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return Path(path)

@@ -15,12 +15,11 @@ import json
 import logging
 from pathlib import Path
 
-import av
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures import make_folder_dataset
+from fixtures import make_folder_dataset, write_video
 from PIL import Image
 
 from signfer.cli import main
@@ -81,20 +80,13 @@ def make_face_video(path: Path, face_png: Path, frames: int = VIDEO_FRAMES) -> P
     """A 160x120 MPEG-4 clip: the astronaut's face moving over a grey background."""
     face = np.asarray(Image.open(face_png).convert("RGB"))[0:240, 120:330]
     face = np.asarray(Image.fromarray(face).resize((70, 80), Image.BILINEAR))
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = out.add_stream("mpeg4", rate=VIDEO_FPS)
-        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-        stream.options = {"qscale": "2"}
+    def images():
         for i in range(frames):
             image = np.full((120, 160, 3), 90, np.uint8)
             image[20:100, 30 + 2 * i:100 + 2 * i] = face
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+            yield image
+
+    return write_video(path, images(), VIDEO_FPS)
 
 
 @pytest.fixture(scope="module")

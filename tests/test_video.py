@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pandas as pd
 import pytest
+
+from fixtures import write_video
 
 from signfer.errors import SignferError
 from signfer.faces.crop import Box
@@ -37,24 +38,14 @@ def colour(i: int) -> tuple[int, int, int]:
 
 
 def make_video(path: Path, *, rotation: int = 0, faststart: bool = False) -> Path:
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", format="mp4", options=options) as out:
-        stream = out.add_stream("mpeg4", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.options = {"qscale": "2"}
-        if rotation:
-            stream.set_display_rotation(rotation)
+    def images():
         for i in range(N_FRAMES):
             image = np.empty((HEIGHT, WIDTH, 3), np.uint8)
             image[:] = colour(i)
             image[:8, :8] = (255, 255, 255)  # a corner marker to see rotation by
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+            yield image
+
+    return write_video(path, images(), FPS, rotation=rotation, faststart=faststart)
 
 
 def step_of(image: np.ndarray) -> int:
