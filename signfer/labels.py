@@ -92,6 +92,20 @@ def mapping_by_name(source: Iterable[str], target: Iterable[str]) -> list[int | 
     return [index.get(canonical(s)) for s in source]
 
 
+def shared_columns(model_labels: Iterable[str], classes: Iterable[str]) -> tuple[list[int], list[int]]:
+    """The model's output columns that name a dataset class, and those classes' indices.
+
+    Model classes the dataset lacks are left out; dataset classes the model
+    lacks never appear (they can never be predicted).
+
+    >>> shared_columns(["anger", "happiness", "contempt"], ["happiness", "anger", "neutral"])
+    ([0, 1], [1, 0])
+    """
+    target = mapping_by_name(model_labels, classes)
+    keep = [i for i, t in enumerate(target) if t is not None]
+    return keep, [target[i] for i in keep]
+
+
 def require_overlap(model_labels: Iterable[str], data_labels: Iterable[str]) -> None:
     shared = set(map(canonical, model_labels)) & set(map(canonical, data_labels))
     if not shared:

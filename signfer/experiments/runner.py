@@ -35,7 +35,7 @@ from signfer.errors import SignferError
 from signfer.experiments.folds import inner_split, load_or_make_folds
 from signfer.experiments.grid import Grid
 from signfer.io import atomic_path, read_json, write_json, write_text
-from signfer.labels import mapping_by_name, require_overlap
+from signfer.labels import require_overlap, shared_columns
 from signfer.metrics import compute_metrics
 from signfer.models.checkpoint import ModelMeta, build_model, load_checkpoint
 from signfer.training.fit import fit
@@ -75,7 +75,7 @@ class _Inputs:
     def get(self, size: int, he: bool) -> torch.Tensor:
         if (size, he) not in self.images:
             raw = load_images(self.table, size, crop_faces=self.crop_faces)
-            self.images[(size, he)] = torch.from_numpy(equalize(raw) if he else raw.copy())
+            self.images[(size, he)] = torch.from_numpy(equalize(raw) if he else raw)
         return self.images[(size, he)]
 
 
@@ -105,11 +105,9 @@ def _zero_shot(spec: RunSpec, inputs: _Inputs, classes: list[str], test_idx: np.
         prep = Preprocess(tuple(meta.mean), tuple(meta.std)) if meta.normalize else Preprocess()
         inputs.features[key] = predict_logits(model, inputs.get(meta.input_size, meta.equalize), prep)
     logits = inputs.features[key][torch.as_tensor(test_idx)]
-    target = mapping_by_name(meta.labels, classes)
-    keep = [i for i, t in enumerate(target) if t is not None]
-    probs_kept = torch.softmax(logits[:, keep], 1).numpy()
+    keep, columns = shared_columns(meta.labels, classes)
     probs = np.zeros((len(test_idx), len(classes)), np.float32)
-    probs[:, [target[i] for i in keep]] = probs_kept
+    probs[:, columns] = torch.softmax(logits[:, keep], 1).numpy()
     return probs
 
 

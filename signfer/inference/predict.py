@@ -14,7 +14,7 @@ from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 from signfer.faces.crop import crop_face, largest
 from signfer.inference.classifier import load_classifier
-from signfer.labels import mapping_by_name, require_overlap
+from signfer.labels import require_overlap, shared_columns
 from signfer.metrics import compute_metrics
 from signfer.models.checkpoint import builtin_models
 
@@ -41,12 +41,11 @@ def evaluate_model(table: SampleTable, model: str, *, crop_faces: str | None = N
     start = time.perf_counter()
     probs = clf.predict_proba(images)
     seconds = time.perf_counter() - start
-    target = mapping_by_name(clf.labels, classes)
-    keep = [i for i, t in enumerate(target) if t is not None]
-    pred = np.array([target[keep[j]] for j in probs[:, keep].argmax(1)])
+    keep, columns = shared_columns(clf.labels, classes)
+    pred = np.asarray(columns)[probs[:, keep].argmax(1)]
     m = compute_metrics(table.y(), pred, classes)
     m["faces_per_s"] = len(images) / seconds if seconds else float("nan")
-    m["unmapped"] = [c for c in classes if c not in {clf.labels[i] for i in keep}]
+    m["unmapped"] = [c for j, c in enumerate(classes) if j not in columns]
     m["backend"] = clf.backend if hasattr(clf, "backend") else ""
     return m
 
