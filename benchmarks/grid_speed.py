@@ -1,6 +1,6 @@
 """The paper grid on a FePh-sized stand-in, against a naive baseline, in one run.
 
-    .venv/bin/python benchmarks/grid_speed.py [--out DIR] [--baseline-folds 1] [--baseline-configs FT+IP+HF]
+    .venv/bin/python benchmarks/grid_speed.py [--out DIR] [--baseline-fits CONFIG:ARCH:FOLD[:SIZE],...]
 
 Stand-in: 2,500 faces drawn (stratified, seeded) from ``../shared/data/fer2013/train``,
 with synthetic groups (pseudo-videos of 25 faces of mixed classes), 5 folds, both
@@ -9,11 +9,14 @@ architectures, the ``paper`` grid exactly as ``signfer grid --grid paper`` runs 
 Baseline: the same grid, folds, inner splits, initial weights, techniques and
 epochs, but done the naive way: every image is decoded from its JPEG every
 epoch, at 224 px, with no image cache and no feature cache (the frozen-backbone
-warm-up runs the whole network). A full naive grid takes days on 2 cores, so it
-runs on a subset (``--baseline-folds`` folds of ``--baseline-configs``); ours is
-compared with it on that same subset, and the naive full-grid time is projected
-from its measured throughput. Note: the built-in FER models were pre-trained on
-FER2013's training faces, which the stand-in is drawn from, so absolute
+warm-up runs the whole network). A naive grid takes about 11 hours on 2 cores,
+so its training throughput is timed on a few batches per architecture and its
+grid time projected from that; its accuracy comes from the full naive fits
+listed in ``--baseline-fits``, each compared with signfer's fit of the same
+(configuration, fold). A fit may name another size than 224 px: at the
+checkpoint's own size the naive fit isolates the effect of the caches from that
+of the input size. Note: the built-in FER models were pre-trained on FER2013's
+training faces, which the stand-in is drawn from, so absolute
 accuracies here are optimistic for both sides alike.
 """
 
@@ -99,12 +102,16 @@ def naive_fold(spec, table, folds, fold, grid, size=224):
     w = class_weights(table.y()[tr], len(classes)) if "cw" in t else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=w)
     n_img, secs = 0, 0.0
+    kept = {"acc": -1.0, "state": None}  # the best on validation over both stages, as in fit()
 
-    def epochs(params, lr, n_epochs, frozen):
+    def epochs(params, lr, n_epochs, frozen, one_cycle):
         nonlocal n_img, secs
         set_backbone_trainable(model, not frozen)
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-        best, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
+        steps = n_epochs * -(-len(tr) // cfg.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15) \
+            if one_cycle else None
+        stage_best, stale = -1.0, 0
         for _ in range(n_epochs):
             train_mode(model)
             t0 = time.perf_counter()
@@ -116,19 +123,23 @@ def naive_fold(spec, table, folds, fold, grid, size=224):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 n_img += len(idx)
             secs += time.perf_counter() - t0
             acc = float((_predict(model, paths[va], size, mean, std).argmax(1) == y[va]).float().mean())
-            if acc > best:
-                best, best_state, stale = acc, copy.deepcopy(model.state_dict()), 0
+            if acc > kept["acc"]:
+                kept.update(acc=acc, state=copy.deepcopy(model.state_dict()))
+            if acc > stage_best:
+                stage_best, stale = acc, 0
             else:
                 stale += 1
-                if stale >= cfg.patience:
+                if stale >= cfg.patience and not frozen:
                     break
-        model.load_state_dict(best_state)
+        model.load_state_dict(kept["state"])
 
-    epochs(model.get_classifier().parameters(), cfg.head_lr, cfg.head_epochs, frozen=True)
-    epochs(model.parameters(), cfg.lr, cfg.epochs, frozen=False)
+    epochs(model.get_classifier().parameters(), cfg.head_lr, cfg.head_epochs, frozen=True, one_cycle=False)
+    epochs(model.parameters(), cfg.lr, cfg.epochs, frozen=False, one_cycle=True)
     pred = _predict(model, paths[test], size, mean, std).argmax(1)
     return float((pred == y[test]).float().mean()), n_img, secs
 
@@ -167,8 +178,9 @@ def main() -> None:
     ap.add_argument("--baseline-batches", type=int, default=8,
                     help="naive training batches timed per architecture (throughput)")
     ap.add_argument("--baseline-fits", default="",
-                    help="full naive fits to run for accuracy, e.g. 'FT+IP+HF:mobilenetv2:0,no-FT:mobilenetv2:0' "
-                         "(a trained one takes about 30 min on 2 cores)")
+                    help="full naive fits to run for accuracy, CONFIG:ARCH:FOLD[:SIZE], e.g. "
+                         "'FT+IP+HF:mobilenetv2:0,FT+IP+HF:mobilenetv2:0:64' (SIZE defaults to 224; "
+                         "a trained fit at 224 px takes about 10 min on 2 cores)")
     ap.add_argument("--smoke", action="store_true", help="1 epoch per stage: checks the script, measures nothing")
     args = ap.parse_args()
     out = Path(args.out)
@@ -205,13 +217,14 @@ def main() -> None:
         rows.append([f"naive, {arch} ({args.baseline_batches} batches timed)",
                      f"projected {proj / 3600:.1f} h", f"{ips:.1f}", "-"])
     for item in filter(None, args.baseline_fits.split(",")):
-        name, arch, fold = item.split(":")
+        name, arch, fold, *size = item.split(":")
+        size = int(size[0]) if size else 224
         spec = next(s for s in grid.runs if s.name == name and s.arch == arch)
         folds = load_or_make_folds(table, grid.folds, grid.seed, out / "fast")
         t1 = time.perf_counter()
-        acc, n_img, secs = naive_fold(spec, table, folds, int(fold), grid)
+        acc, n_img, secs = naive_fold(spec, table, folds, int(fold), grid, size=size)
         ours = results[(results.config == name) & (results.arch == arch) & (results.fold == int(fold))]
-        rows.append([f"naive {name} {arch} fold {fold}", f"{(time.perf_counter() - t1) / 60:.1f} min",
+        rows.append([f"naive {name} {arch} fold {fold}, {size} px", f"{(time.perf_counter() - t1) / 60:.1f} min",
                      f"{n_img / secs:.1f}" if secs else "-", f"{acc:.3f} (signfer: {ours['accuracy'].iloc[0]:.3f})"])
     print()
     print(markdown_table(["pipeline", "time", "training img/s", "mean accuracy"], rows))

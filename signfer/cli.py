@@ -71,8 +71,9 @@ def _train_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
                    help="K of the K-fold cross-validation (default 5)")
     p.add_argument("--seed", type=int, default=0 if defaults else None,
                    help="fixes folds and training randomness (default 0)")
-    p.add_argument("--input-size", type=int, default=64 if defaults else None,
-                   help="input side in pixels when the init is not a checkpoint (a checkpoint brings its own)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="input side in pixels for ImageNet and random inits (default 224; a checkpoint, "
+                        "like the default built-in FER model, brings its own: 64)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override a training setting, e.g. --set epochs=5 --set lr=1e-4 "
                         "(see signfer.config.TrainConfig)")
@@ -102,14 +103,15 @@ def cmd_data_summary(args) -> int:
 
 def cmd_cv(args) -> int:
     from signfer.config import RunSpec, TrainConfig, from_dict, parse_overrides, parse_techniques, technique_label
-    from signfer.experiments.grid import Grid, default_init
+    from signfer.experiments.grid import IMAGENET_INPUT_SIZE, Grid, default_init
 
     table, ds = _load_table(args)
     train = from_dict(TrainConfig, parse_overrides(args.set), "--set")
     t = parse_techniques(args.techniques)
     init = args.init or default_init(args.arch)
     spec = RunSpec(args.name or technique_label(t), args.arch, init, t, train)
-    grid = Grid((spec,), folds=args.folds, seed=args.seed, input_size=args.input_size, train=train)
+    grid = Grid((spec,), folds=args.folds, seed=args.seed,
+                input_size=args.input_size or IMAGENET_INPUT_SIZE, train=train)
     return _run_and_report(args, table, ds, grid)
 
 

@@ -373,3 +373,17 @@ def test_valid_yaml_grid_runs(table, tiny_fer, tmp_path):
     assert (pd.read_csv(tmp_path / "out" / "folds.csv")["seed"] == 3).all()
     with pytest.raises(SignferError, match="unknown grid"):
         named_grid("papers")
+
+
+def test_paper_grid_starts_each_arch_from_its_fer_model_when_one_ships(monkeypatch):
+    import signfer.experiments.grid as grid_mod
+
+    monkeypatch.setattr(grid_mod, "builtin_models", lambda: {"mobilenetv2-fer": Path("x")})
+    grid = named_grid("paper")
+    by_arch = {a: [r for r in grid.runs if r.arch == a] for a in ("mobilenetv2", "efficientnet_lite0")}
+    # with a FER model: the paper's 7 rows, the first zero-shot; without: no zero-shot row
+    assert [r.name for r in by_arch["mobilenetv2"]][0] == "no-FT" and len(by_arch["mobilenetv2"]) == 7
+    assert {r.init for r in by_arch["mobilenetv2"]} == {"mobilenetv2-fer"}
+    assert len(by_arch["efficientnet_lite0"]) == 6
+    assert {r.init for r in by_arch["efficientnet_lite0"]} == {"imagenet"}
+    assert all(r.techniques for r in by_arch["efficientnet_lite0"])

@@ -278,13 +278,28 @@ def test_early_stopping_keeps_the_best_validation_epoch(data, monkeypatch):
 
 def test_early_stopping_with_no_improvement_keeps_the_warmed_up_model(data, monkeypatch):
     images, y, tr, va = data
+    # stage 2 improves on itself twice, then stalls twice, never beating the warmed-up 0.8
+    script = [(0.8, 0.5), (0.5, 0.9), (0.6, 0.7), (0.55, 0.8), (0.5, 0.9), (0.9, 0.1)]
     snapshots: list[dict] = []
-    monkeypatch.setattr(fit_module, "evaluate", scripted_evaluate([(0.8, 0.5), (0.5, 0.9), (0.6, 0.7)], snapshots))
-    cfg = TrainConfig(head_epochs=1, epochs=5, batch_size=16, patience=2, lr=5e-3)
+    monkeypatch.setattr(fit_module, "evaluate", scripted_evaluate(script, snapshots))
+    cfg = TrainConfig(head_epochs=1, epochs=8, batch_size=16, patience=2, lr=5e-3)
     result = fit(new_model(), images, y, tr[:8], va, techniques=("ft",), cfg=cfg, preprocess=Preprocess(), seed=0)
     assert result.best_epoch == 0
-    assert len([h for h in result.history if h["stage"] == "all"]) == 2
+    assert len([h for h in result.history if h["stage"] == "all"]) == 4
     assert same(result.model.state_dict(), snapshots[0])
+
+
+def test_patience_counts_from_the_stage_own_best_after_a_dip(data, monkeypatch):
+    """Unfreezing often costs the first epochs; stage 2 must not stop before it recovers."""
+    images, y, tr, va = data
+    script = [(0.6, 1.0), (0.4, 1.5), (0.5, 1.2), (0.7, 0.8), (0.65, 0.9), (0.6, 1.0), (0.9, 0.1)]
+    snapshots: list[dict] = []
+    monkeypatch.setattr(fit_module, "evaluate", scripted_evaluate(script, snapshots))
+    cfg = TrainConfig(head_epochs=1, epochs=8, batch_size=16, patience=2, lr=5e-3)
+    result = fit(new_model(), images, y, tr[:8], va, techniques=("ft",), cfg=cfg, preprocess=Preprocess(), seed=0)
+    assert [h["val_accuracy"] for h in result.history if h["stage"] == "all"] == [0.4, 0.5, 0.7, 0.65, 0.6]
+    assert result.best_epoch == 3 and result.best_val_accuracy == 0.7
+    assert same(result.model.state_dict(), snapshots[3])
 
 
 def test_real_early_stopping_history_agrees_with_best_epoch(data):

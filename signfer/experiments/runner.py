@@ -64,10 +64,10 @@ def fold_seed(seed: int, fold: int) -> int:
     return seed * 1000 + fold
 
 
-class _Inputs:
+class ImageInputs:
     """Images per (input size, equalisation), and reusable per-image tensors, for one run."""
 
-    def __init__(self, table: SampleTable, crop_faces: str | None):
+    def __init__(self, table: SampleTable, crop_faces: str | None = None):
         self.table, self.crop_faces = table, crop_faces
         self.images: dict[tuple[int, bool], torch.Tensor] = {}
         self.features: dict = {}
@@ -88,7 +88,7 @@ def _preprocess(spec: RunSpec, meta: ModelMeta, images: torch.Tensor, train_idx:
     return Preprocess(mean, std), "train"
 
 
-def _zero_shot(spec: RunSpec, inputs: _Inputs, classes: list[str], test_idx: np.ndarray) -> np.ndarray:
+def _zero_shot(spec: RunSpec, inputs: ImageInputs, classes: list[str], test_idx: np.ndarray) -> np.ndarray:
     """Probabilities over ``classes`` from a FER checkpoint as it is, labels mapped by name.
 
     Classes of the checkpoint that the dataset lacks are dropped before the
@@ -111,7 +111,7 @@ def _zero_shot(spec: RunSpec, inputs: _Inputs, classes: list[str], test_idx: np.
     return probs
 
 
-def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, inputs: _Inputs,
+def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, inputs: ImageInputs,
              grid: Grid, log: Callable[[str], None] = _log) -> dict:
     """Train and test one configuration on one fold; return its metrics dict."""
     classes = list(table.classes)
@@ -193,7 +193,7 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
         "crop_faces": crop_faces, "folds": grid.folds, "seed": grid.seed,
         "input_size": grid.input_size, "torch_threads": torch.get_num_threads(),
         "runs": [dataclasses.asdict(r) for r in grid.runs]}))
-    inputs = _Inputs(table, crop_faces)
+    inputs = ImageInputs(table, crop_faces)
     total = len(grid.runs) * grid.folds
     done = 0
     t0 = time.perf_counter()

@@ -163,11 +163,16 @@ def fit(
         return result
 
     # Stage 2: all layers at a lower rate, the warmed-up head as starting point.
+    # The first epochs after unfreezing often score below the warmed-up model
+    # (BatchNorm statistics move, the one-cycle rate peaks), so patience counts
+    # from this stage's own best epoch; the state kept is the best on validation
+    # over both stages (epoch 0 = the warmed-up model).
     set_backbone_trainable(model, True)
     x_all = images
     best_state = copy.deepcopy(model.state_dict())
     val = evaluate(model, x_all[val_idx], y_t[val_idx], preprocess, val_loss_fn)
-    best, stale, result.best_epoch = (val["accuracy"], val["loss"]), 0, 0
+    best, result.best_epoch = (val["accuracy"], val["loss"]), 0
+    stage_best, stale = (-1.0, math.inf), 0
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(train_idx) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1),
@@ -187,9 +192,12 @@ def fit(
                                "val_accuracy": val["accuracy"], "img_per_s": stats["img_per_s"]})
         log(f"    epoch {epoch}: train loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} | "
             f"val acc {val['accuracy']:.3f} loss {val['loss']:.3f} | {stats['img_per_s']:.0f} img/s")
-        if (val["accuracy"], -val["loss"]) > (best[0], -best[1]):
-            best, stale, result.best_epoch = (val["accuracy"], val["loss"]), 0, epoch
+        score = (val["accuracy"], -val["loss"])
+        if score > (best[0], -best[1]):
+            best, result.best_epoch = (val["accuracy"], val["loss"]), epoch
             best_state = copy.deepcopy(model.state_dict())
+        if score > (stage_best[0], -stage_best[1]):
+            stage_best, stale = (val["accuracy"], val["loss"]), 0
         else:
             stale += 1
             if stale >= cfg.patience:
