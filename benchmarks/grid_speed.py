@@ -43,7 +43,7 @@ from signfer.experiments.grid import named_grid, paper_grid  # noqa: E402
 from signfer.experiments.runner import fold_seed, run_grid  # noqa: E402
 from signfer.models.checkpoint import build_model  # noqa: E402
 from signfer.models.registry import set_backbone_trainable, train_mode  # noqa: E402
-from signfer.training.fit import class_weights  # noqa: E402
+from signfer.training.fit import all_layers_scheduler, class_weights  # noqa: E402
 
 
 def make_standin(out: Path, n: int = 2500, group_size: int = 25, seed: int = 0) -> Path:
@@ -104,13 +104,12 @@ def naive_fold(spec, table, folds, fold, grid, size=224):
     n_img, secs = 0, 0.0
     kept = {"acc": -1.0, "state": None}  # the best on validation over both stages, as in fit()
 
-    def epochs(params, lr, n_epochs, frozen, one_cycle):
+    def epochs(params, lr, n_epochs, frozen):
         nonlocal n_img, secs
         set_backbone_trainable(model, not frozen)
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-        steps = n_epochs * -(-len(tr) // cfg.batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15) \
-            if one_cycle else None
+        # fit()'s schedules: constant rate for the head, one cycle for all layers
+        sched = None if frozen else all_layers_scheduler(opt, cfg, len(tr))
         stage_best, stale = -1.0, 0
         for _ in range(n_epochs):
             train_mode(model)
@@ -138,8 +137,8 @@ def naive_fold(spec, table, folds, fold, grid, size=224):
                     break
         model.load_state_dict(kept["state"])
 
-    epochs(model.get_classifier().parameters(), cfg.head_lr, cfg.head_epochs, frozen=True, one_cycle=False)
-    epochs(model.parameters(), cfg.lr, cfg.epochs, frozen=False, one_cycle=True)
+    epochs(model.get_classifier().parameters(), cfg.head_lr, cfg.head_epochs, frozen=True)
+    epochs(model.parameters(), cfg.lr, cfg.epochs, frozen=False)
     pred = _predict(model, paths[test], size, mean, std).argmax(1)
     return float((pred == y[test]).float().mean()), n_img, secs
 

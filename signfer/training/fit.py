@@ -66,6 +66,17 @@ def balanced_order(y: np.ndarray, generator: torch.Generator) -> torch.Tensor:
     return torch.multinomial(p, len(y), replacement=True, generator=generator)
 
 
+def _score(val: dict) -> tuple[float, float]:
+    """Validation ranking: higher accuracy first, then lower loss."""
+    return val["accuracy"], -val["loss"]
+
+
+def all_layers_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, n_train: int):
+    """Stage 2's learning-rate schedule: one cycle over ``cfg.epochs``, stepped per batch."""
+    steps = cfg.epochs * math.ceil(n_train / cfg.batch_size)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.15)
+
+
 def _features(cache: FeatureCache | None, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
     if cache is None:
         return compute()
@@ -123,7 +134,7 @@ def fit(
     stage1_epochs = cfg.epochs if head_only else cfg.head_epochs
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
     tr = torch.as_tensor(train_idx)
-    best = (-1.0, math.inf)
+    best = (-1.0, -math.inf)
     best_head = copy.deepcopy(head.state_dict())
     stale = 0
     for epoch in range(1, stage1_epochs + 1):
@@ -148,8 +159,8 @@ def fit(
         result.history.append({"stage": "head", "epoch": epoch, "val_loss": val["loss"],
                                "val_accuracy": val["accuracy"]})
         log(f"    head epoch {epoch}: val acc {val['accuracy']:.3f} loss {val['loss']:.3f}")
-        if (val["accuracy"], -val["loss"]) > (best[0], -best[1]):
-            best, stale = (val["accuracy"], val["loss"]), 0
+        if _score(val) > best:
+            best, stale = _score(val), 0
             best_head = copy.deepcopy(head.state_dict())
             result.best_epoch = epoch
         else:
@@ -171,12 +182,10 @@ def fit(
     x_all = images
     best_state = copy.deepcopy(model.state_dict())
     val = evaluate(model, x_all[val_idx], y_t[val_idx], preprocess, val_loss_fn)
-    best, result.best_epoch = (val["accuracy"], val["loss"]), 0
-    stage_best, stale = (-1.0, math.inf), 0
+    best, result.best_epoch = _score(val), 0
+    stage_best, stale = (-1.0, -math.inf), 0
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * math.ceil(len(train_idx) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1),
-                                                pct_start=0.15)
+    sched = all_layers_scheduler(opt, cfg, len(train_idx))
     train_images = x_all[tr]
     train_y = y_t[tr]
     for epoch in range(1, cfg.epochs + 1):
@@ -192,12 +201,11 @@ def fit(
                                "val_accuracy": val["accuracy"], "img_per_s": stats["img_per_s"]})
         log(f"    epoch {epoch}: train loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} | "
             f"val acc {val['accuracy']:.3f} loss {val['loss']:.3f} | {stats['img_per_s']:.0f} img/s")
-        score = (val["accuracy"], -val["loss"])
-        if score > (best[0], -best[1]):
-            best, result.best_epoch = (val["accuracy"], val["loss"]), epoch
+        if _score(val) > best:
+            best, result.best_epoch = _score(val), epoch
             best_state = copy.deepcopy(model.state_dict())
-        if score > (stage_best[0], -stage_best[1]):
-            stage_best, stale = (val["accuracy"], val["loss"]), 0
+        if _score(val) > stage_best:
+            stage_best, stale = _score(val), 0
         else:
             stale += 1
             if stale >= cfg.patience:
