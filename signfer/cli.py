@@ -155,10 +155,11 @@ def cmd_pretrain(args) -> int:
     if args.dataset != "folder":
         raise SignferError("pretrain reads a folder dataset with train/ and validation/ splits")
     cfg = PretrainConfig(arch=args.arch, init=args.init, input_size=args.input_size, epochs=args.epochs,
-                         lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+                         lr=args.lr, batch_size=args.batch_size, shift=args.shift, rotate=args.rotate,
+                         scale=args.scale, seed=args.seed)
     command = "signfer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     stem = pretrain(os.path.expanduser(args.root), args.out, cfg, command=command,
-                    max_epochs_this_run=args.max_epochs_this_run)
+                    max_epochs_this_run=args.max_epochs_this_run, device=args.device)
     print(f"checkpoint: {stem}.safetensors" if stem else "stopped early; re-run the same command to resume")
     return 0
 
@@ -305,7 +306,11 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, default=20)
     s.add_argument("--lr", type=float, default=2e-3)
     s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--shift", type=int, default=4, help="random translation, in pixels of the input size")
+    s.add_argument("--rotate", type=float, default=0.0, help="random rotation, up to this many degrees")
+    s.add_argument("--scale", type=float, default=0.0, help="random zoom, e.g. 0.1 for 0.9x to 1.1x")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto", help="'auto' (a CUDA GPU if there is one), 'cpu' or 'cuda'")
     s.add_argument("--max-epochs-this-run", type=int, help="stop after this many epochs (resume later)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_pretrain)

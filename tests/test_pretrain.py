@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -60,3 +61,26 @@ def test_resume_with_another_config_is_refused(fer_like, tmp_path):
     pretrain(fer_like, tmp_path, cfg(2), max_epochs_this_run=1)
     with pytest.raises(SignferError, match="another config"):
         pretrain(fer_like, tmp_path, cfg(3))
+
+
+def test_augmented_run_trains_and_an_old_config_file_still_resumes(fer_like, tmp_path):
+    aug = PretrainConfig(arch="mobilenetv2", init="imagenet", input_size=32, epochs=2, batch_size=8,
+                         shift=2, rotate=10.0, scale=0.1)
+    assert pretrain(fer_like, tmp_path, aug, max_epochs_this_run=1) is None
+    # a run started before rotate/scale existed has no such keys: they take their defaults
+    path = tmp_path / "pretrain_config.json"
+    saved = json.loads(path.read_text())
+    assert saved["rotate"] == 10.0
+    plain = dataclasses.replace(aug, rotate=0.0, scale=0.0)
+    for key in ("rotate", "scale"):
+        del saved[key]
+    path.write_text(json.dumps(saved))
+    stem = pretrain(fer_like, tmp_path, plain, device="cpu")
+    assert stem is not None
+    assert [h["epoch"] for h in json.loads((tmp_path / "history.json").read_text())] == [1, 2]
+
+
+def test_unknown_device_is_a_clear_error(fer_like, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SignferError, match="no CUDA GPU"):
+        pretrain(fer_like, tmp_path, cfg(1), device="cuda")

@@ -18,7 +18,7 @@ from signfer.models.checkpoint import build_model
 from signfer.models.registry import create_model, set_backbone_trainable, train_mode
 from signfer.training.fit import balanced_order, class_weights, fit
 from signfer.training.loop import evaluate, extract_features
-from signfer.training.preprocess import Preprocess, channel_stats, random_shift
+from signfer.training.preprocess import Preprocess, channel_stats, random_affine, random_shift
 
 SIZE = 32
 CLASSES = ["anger", "happiness", "neutral"]
@@ -184,6 +184,27 @@ def test_random_shift_keeps_shape_dtype_and_zero_is_identity():
     assert random_shift(b, 0, g) is b
     out = random_shift(b, 2, g)
     assert out.shape == b.shape and out.dtype == torch.uint8
+
+
+def test_random_affine_zero_is_identity_and_keeps_the_centre():
+    x = torch.rand(4, 3, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    assert random_affine(x, 0.0, 0.0, g) is x
+    # a single bright centre pixel of an odd-sized image stays the maximum
+    # under any rotation or zoom about the centre
+    dot = torch.zeros(8, 3, 17, 17)
+    dot[:, :, 8, 8] = 1.0
+    out = random_affine(dot, 30.0, 0.2, g)
+    assert out.shape == dot.shape
+    assert all(int(o[0].argmax()) == 8 * 17 + 8 for o in out)
+
+
+def test_random_affine_rotates_each_image_differently():
+    ramp = torch.linspace(0, 1, 16).expand(16, 16)  # brightness grows to the right
+    x = ramp.expand(6, 3, 16, 16).clone()
+    out = random_affine(x, 45.0, 0.0, torch.Generator().manual_seed(1))
+    assert not torch.allclose(out, x, atol=1e-3)
+    assert len({round(float((o - x[0]).abs().sum()), 3) for o in out}) == len(out)
 
 
 def test_random_shift_is_a_translation_with_replicated_edges():

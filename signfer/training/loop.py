@@ -7,6 +7,7 @@ batches are made float only on the way into the model.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -30,11 +31,17 @@ def train_one_epoch(
     shift: int = 0,
     order: torch.Tensor | None = None,
     scheduler=None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    bf16: bool = False,
 ) -> dict[str, float]:
     """One epoch over ``images`` (uint8 ``N x S x S x 3``) in a random order.
 
     ``order`` replaces the random permutation, e.g. indices drawn by a weighted
-    sampler. ``scheduler`` is stepped after every batch.
+    sampler. ``scheduler`` is stepped after every batch. ``augment`` transforms
+    each float model-input batch (after flip and normalisation). ``images`` and
+    ``labels`` may live on any device (the model's); the random draws stay on
+    the CPU ``generator``. ``bf16``: forward pass and loss under bfloat16
+    autocast (for GPUs; the weights and optimiser stay float32).
     """
     train_mode(model)
     n = len(images) if order is None else len(order)
@@ -45,12 +52,16 @@ def train_one_epoch(
         idx = order[i:i + batch_size]
         if len(idx) < 2:  # BatchNorm cannot train on a single sample
             continue
-        batch = random_shift(images[idx], shift, generator)
+        idx_dev = idx.to(images.device)
+        batch = random_shift(images[idx_dev], shift, generator)
         mask = torch.rand(len(idx), generator=generator) < 0.5 if flip else None
         x = preprocess(batch, mask)
-        y = labels[idx]
-        logits = model(x)
-        loss = loss_fn(logits, y)
+        if augment is not None:
+            x = augment(x, generator)
+        y = labels[idx_dev]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+            loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -77,7 +88,7 @@ def _batched(fn, model: nn.Module, images: torch.Tensor, preprocess: Preprocess,
     for i in range(0, len(images), batch_size):
         batch = images[i:i + batch_size]
         mask = torch.ones(len(batch), dtype=torch.bool) if flip else None
-        out.append(fn(preprocess(batch, mask)))
+        out.append(fn(preprocess(batch, mask)).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,11 @@ class Preprocess:
     def __call__(self, batch: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
         x = batch.permute(0, 3, 1, 2).float().div_(255.0)
         if flip is not None and bool(flip.any()):
+            flip = flip.to(x.device)
             x[flip] = x[flip].flip(-1)
         if self.mean is not None:
-            mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-            std = torch.tensor(self.std).view(1, 3, 1, 1)
+            mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
             x = (x - mean) / std
         return x.contiguous(memory_format=torch.channels_last)
 
@@ -46,6 +48,7 @@ def random_shift(batch: torch.Tensor, pad: int, generator: torch.Generator) -> t
     """Random translation by up to ``pad`` pixels per sample, edges replicated.
 
     One gather on the uint8 batch: no per-sample Python loop, no float copy.
+    The offsets come from ``generator`` (on the CPU) wherever ``batch`` lives.
     """
     if pad <= 0:
         return batch
@@ -53,6 +56,28 @@ def random_shift(batch: torch.Tensor, pad: int, generator: torch.Generator) -> t
     ar = torch.arange(s)
     dy = torch.randint(-pad, pad + 1, (b, 1), generator=generator)
     dx = torch.randint(-pad, pad + 1, (b, 1), generator=generator)
-    rows = (ar + dy).clamp_(0, s - 1)
-    cols = (ar + dx).clamp_(0, s - 1)
-    return batch[torch.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    rows = (ar + dy).clamp_(0, s - 1).to(batch.device)
+    cols = (ar + dx).clamp_(0, s - 1).to(batch.device)
+    samples = torch.arange(b, device=batch.device)
+    return batch[samples[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def random_affine(x: torch.Tensor, rotate: float, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Rotate each image by up to ``rotate`` degrees and zoom by up to ``scale``
+    (0.1: 0.9x to 1.1x) about its centre; edges are replicated.
+
+    ``x`` is a float ``B x C x H x W`` batch on any device; one ``affine_grid`` +
+    ``grid_sample`` call for the whole batch. Parameters are drawn from
+    ``generator`` (on the CPU), so runs repeat on any device.
+    """
+    if rotate <= 0 and scale <= 0:
+        return x
+    b = x.shape[0]
+    angle = (torch.rand(b, generator=generator) * 2 - 1) * (rotate * np.pi / 180)
+    zoom = 1 + (torch.rand(b, generator=generator) * 2 - 1) * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, torch.zeros(b)], 1),
+                         torch.stack([sin, cos, torch.zeros(b)], 1)], 1).to(x)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.contiguous(memory_format=torch.channels_last)

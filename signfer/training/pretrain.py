@@ -8,7 +8,6 @@ The result is a signfer checkpoint (safetensors + JSON).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import sys
@@ -26,7 +25,7 @@ from signfer.errors import SignferError
 from signfer.io import atomic_path, read_json, write_json
 from signfer.models.checkpoint import ModelMeta, build_model, save_checkpoint
 from signfer.training.loop import evaluate, train_one_epoch
-from signfer.training.preprocess import Preprocess
+from signfer.training.preprocess import Preprocess, random_affine
 
 STATE = "state.pt"
 
@@ -42,25 +41,52 @@ class PretrainConfig:
     batch_size: int = 128
     label_smoothing: float = 0.1
     shift: int = 4
+    rotate: float = 0.0
+    scale: float = 0.0
     seed: int = 0
+
+
+def _cpu(obj):
+    """``obj`` (a state dict, possibly nested) with every tensor on the CPU, so a
+    state saved on a GPU resumes anywhere."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def resolve_device(device: str) -> torch.device:
+    """'auto' (a CUDA GPU when there is one, else the CPU), 'cpu', 'cuda', 'cuda:1', ..."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SignferError(f"--device {device}: PyTorch sees no CUDA GPU here")
+    return dev
+
+
 def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: str = "",
-             max_epochs_this_run: int | None = None) -> Path | None:
+             max_epochs_this_run: int | None = None, device: str = "cpu") -> Path | None:
     """Train (or resume) and write ``out/<arch>-fer.safetensors`` + ``.json``.
 
     Returns the checkpoint stem once all epochs are done, or ``None`` when
-    ``max_epochs_this_run`` stopped the run early (re-run to resume).
+    ``max_epochs_this_run`` stopped the run early (re-run to resume). ``device``
+    does not enter the config: a run started on a GPU may resume on the CPU.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
     cfg_path = out / "pretrain_config.json"
     if cfg_path.exists():
-        saved = read_json(cfg_path)
+        # fields added to PretrainConfig since the run started take their defaults
+        saved = {**dataclasses.asdict(PretrainConfig()), **read_json(cfg_path)}
         if saved != dataclasses.asdict(cfg):
             raise SignferError(f"{out} holds a run with another config ({cfg_path}); use a new --out")
     else:
@@ -72,15 +98,20 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     if list(val.classes) != classes:
         raise SignferError(f"validation classes {val.classes} differ from training classes {train.classes}")
     _log(f"pretrain {cfg.arch}: {len(train.samples)} train, {len(val.samples)} validation faces, "
-         f"{cfg.input_size}px")
-    x_train = torch.from_numpy(load_images(train, cfg.input_size))
-    x_val = torch.from_numpy(load_images(val, cfg.input_size))
-    y_train = torch.tensor(train.y(), dtype=torch.long)
-    y_val = torch.tensor(val.y(), dtype=torch.long)
+         f"{cfg.input_size}px, on {dev}")
+    # the uint8 images live on the training device; batches become float there
+    x_train = torch.from_numpy(load_images(train, cfg.input_size)).to(dev)
+    x_val = torch.from_numpy(load_images(val, cfg.input_size)).to(dev)
+    y_train = torch.tensor(train.y(), dtype=torch.long).to(dev)
+    y_val = torch.tensor(val.y(), dtype=torch.long)  # scores are computed on the CPU
 
     torch.manual_seed(cfg.seed)  # before the new head is drawn
     model, meta = build_model(cfg.arch, classes, cfg.init, cfg.input_size)
+    model = model.to(dev)
     prep = Preprocess(tuple(meta.mean), tuple(meta.std))
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return random_affine(x, cfg.rotate, cfg.scale, generator)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -93,7 +124,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         # weights_only: the state holds tensors and plain containers, nothing executable
         s = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(s["model"])
-        opt.load_state_dict(s["optimizer"])
+        opt.load_state_dict(s["optimizer"])  # moves the moments to the parameters' device
         sched.load_state_dict(s["scheduler"])
         gen.set_state(s["generator"])
         torch.set_rng_state(s["torch_rng"])
@@ -108,24 +139,27 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         t0 = time.perf_counter()
         stats = train_one_epoch(model, x_train, y_train, optimizer=opt, loss_fn=loss_fn,
                                 preprocess=prep, batch_size=cfg.batch_size, generator=gen,
-                                flip=True, shift=cfg.shift, scheduler=sched)
+                                flip=True, shift=cfg.shift, scheduler=sched,
+                                augment=augment if cfg.rotate > 0 or cfg.scale > 0 else None,
+                                bf16=dev.type == "cuda")
         v = evaluate(model, x_val, y_val, prep)
         history.append({"epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
                         "val_loss": v["loss"], "val_accuracy": v["accuracy"],
                         "img_per_s": stats["img_per_s"], "seconds": time.perf_counter() - t0})
         if v["accuracy"] > best_acc:
-            best_acc, best_state = v["accuracy"], copy.deepcopy(model.state_dict())
+            best_acc, best_state = v["accuracy"], {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
         _log(f"epoch {epoch}/{cfg.epochs}: train loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} | "
              f"val acc {v['accuracy']:.4f} (best {best_acc:.4f}) | {stats['img_per_s']:.0f} img/s, "
              f"{time.perf_counter() - t0:.0f} s")
         with atomic_path(state_path) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+            torch.save({"model": _cpu(model.state_dict()), "optimizer": _cpu(opt.state_dict()),
                         "scheduler": sched.state_dict(), "generator": gen.get_state(),
                         "torch_rng": torch.get_rng_state(), "history": history,
                         "best_acc": best_acc, "best_model": best_state, "epoch": epoch}, tmp)
         write_json(out / "history.json", history)
         done_now += 1
 
+    model = model.cpu()
     model.load_state_dict(best_state)
     final = ModelMeta(
         arch=cfg.arch, input_size=cfg.input_size, labels=classes, mean=list(meta.mean),
@@ -133,7 +167,8 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         training_data=f"{Path(root).name}: train/ ({len(x_train)} faces) for training, "
                       f"validation/ ({len(x_val)} faces) for choosing the epoch",
         val_accuracy=round(float(best_acc), 4), command=command,
-        extra={"epochs_run": len(history), "best_epoch": int(np.argmax([h["val_accuracy"] for h in history])) + 1},
+        extra={"device": str(dev), "autocast": "bfloat16" if dev.type == "cuda" else None,
+               "epochs_run": len(history), "best_epoch": int(np.argmax([h["val_accuracy"] for h in history])) + 1},
     )
     stem = save_checkpoint(model, final, out / f"{cfg.arch}-fer")
     _log(f"wrote {stem}.safetensors (validation accuracy {best_acc:.4f})")
