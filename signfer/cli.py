@@ -178,6 +178,11 @@ def cmd_models(args) -> int:
               f"  labels {', '.join(meta.labels)}\n  mean {meta.mean} std {meta.std}\n"
               f"  trained on {meta.training_data}\n  validation accuracy {meta.val_accuracy}\n"
               f"  command: {meta.command}")
+        parent = meta.extra.get("init_from")
+        while parent:  # the chain of models it was pre-trained from, back to ImageNet
+            print(f"  started from {parent['name']} as it was then (validation accuracy "
+                  f"{parent['val_accuracy']}), made by: {parent['command']}")
+            parent = parent.get("init_from")
     print("\narchitectures: " + ", ".join(
         f"{a.name}{' (ImageNet weights)' if a.weights_package else ''}" for a in ARCHS.values()))
     return 0

@@ -27,6 +27,24 @@ def test_metadata_is_complete_and_the_file_is_small(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_a_model_trained_from_another_records_how_that_one_was_made(name):
+    """The chain back to ImageNet weights stays reproducible after a parent is replaced."""
+    _, meta = load_checkpoint(name)
+    step = {"command": meta.command, "config": meta.config, "init_from": meta.extra.get("init_from")}
+    while step["config"].get("init", "imagenet") not in ("imagenet", "random"):
+        parent = step["init_from"]
+        assert parent and parent["command"].startswith("signfer ") and "pretrain" in parent["command"]
+        assert f"--init {step['config']['init']}" in step["command"]
+        step = {"command": parent["command"], "init_from": parent.get("init_from"),
+                "config": {"init": _init_in(parent["command"])}}
+
+
+def _init_in(command: str) -> str:
+    words = command.split()
+    return words[words.index("--init") + 1] if "--init" in words else "imagenet"
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_predicts_faces_it_gets_right_at_full_scale(name, shared):
     """The faces recorded at shipping time, from FER2013 validation, still come out right."""
     _, meta = load_checkpoint(name)

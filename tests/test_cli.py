@@ -264,6 +264,27 @@ def test_models_lists_architectures(capsys):
     assert all(name in out for name in ARCHS)
 
 
+def test_models_shows_the_parent_of_a_model_trained_from_another(capsys):
+    from signfer.models.checkpoint import builtin_models, load_checkpoint
+
+    children = [n for n in builtin_models() if load_checkpoint(n)[1].extra.get("init_from")]
+    if not children:
+        pytest.skip("no built-in model was pre-trained from another")
+    rc, out, err = cli(capsys, "models")
+    assert rc == 0, err
+    lines = out.splitlines()
+    start = lines.index(children[0]) + 1
+    block = []
+    for line in lines[start:]:  # the model's own indented lines
+        if not line.startswith("  "):
+            break
+        block.append(line)
+    block = "\n".join(block)
+    parent = load_checkpoint(children[0])[1].extra["init_from"]
+    assert f"started from {parent['name']} as it was then" in block
+    assert parent["command"] in block
+
+
 def test_export_onnx_parity(tiny_fer, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     for suffix in (".safetensors", ".json"):
