@@ -84,3 +84,15 @@ def test_unknown_device_is_a_clear_error(fer_like, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SignferError, match="no CUDA GPU"):
         pretrain(fer_like, tmp_path, cfg(1), device="cuda")
+
+
+def test_a_model_pretrained_from_a_checkpoint_records_how_that_one_was_made(fer_like, tmp_path):
+    first = pretrain(fer_like, tmp_path / "a", cfg(1), command="signfer pretrain (first)")
+    second = pretrain(fer_like, tmp_path / "b", dataclasses.replace(cfg(1), init=str(first)),
+                      command="signfer pretrain (second)")
+    third = pretrain(fer_like, tmp_path / "c", dataclasses.replace(cfg(1), init=str(second)))
+    assert "init_from" not in load_model(first)[1].extra
+    parent = load_model(third)[1].extra["init_from"]
+    assert parent["name"] == str(second) and parent["command"] == "signfer pretrain (second)"
+    assert parent["init_from"]["command"] == "signfer pretrain (first)"
+    assert parent["init_from"]["val_accuracy"] == load_model(first)[1].val_accuracy

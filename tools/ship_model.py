@@ -19,7 +19,7 @@ import torch
 from signfer.data import load_dataset
 from signfer.data.cache import load_images
 from signfer.inference.classifier import TorchClassifier
-from signfer.models.checkpoint import builtin_dir, builtin_models, load_checkpoint, load_model, save_checkpoint
+from signfer.models.checkpoint import builtin_dir, load_model, save_checkpoint
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -39,16 +39,6 @@ def main() -> None:
     order = [meta.labels.index(c) for c in labels]
     acc32 = float((p32[:, order].argmax(1) == y).mean())
 
-    # a model pre-trained from a built-in one names it in its command; keep the
-    # parent's provenance before a new version replaces the parent's files
-    init = meta.config.get("init", "")
-    parent = None
-    if init in builtin_models():
-        _, pmeta = load_checkpoint(init)
-        parent = {"name": init, "command": pmeta.command, "training_data": pmeta.training_data,
-                  "val_accuracy": pmeta.val_accuracy, **({"init_from": pmeta.extra["init_from"]}
-                                                         if "init_from" in pmeta.extra else {})}
-
     stem = save_checkpoint(model, meta, builtin_dir() / args.name, half=True)
     m16, meta16 = load_model(stem)
     p16 = TorchClassifier(m16, meta16).predict_proba(x)
@@ -67,7 +57,7 @@ def main() -> None:
             rel = Path(val.samples["path"][i]).relative_to(SHARED / "data" / "fer2013" / "validation")
             check.append({"face": str(rel), "label": c})
     meta16.extra = {**meta.extra, "fp16": True, "fer2013_validation_accuracy_fp16": round(acc16, 4),
-                    "check_faces": check, **({"init_from": parent} if parent else {})}
+                    "check_faces": check}
     meta16.val_accuracy = meta.val_accuracy
     save_checkpoint(m16.float(), meta16, stem, half=True)
     size = stem.with_suffix(".safetensors").stat().st_size / 1e6

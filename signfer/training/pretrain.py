@@ -23,7 +23,7 @@ from signfer.data import load_dataset
 from signfer.data.cache import load_images
 from signfer.errors import SignferError
 from signfer.io import atomic_path, read_json, write_json
-from signfer.models.checkpoint import ModelMeta, build_model, save_checkpoint
+from signfer.models.checkpoint import ModelMeta, build_model, load_checkpoint, save_checkpoint
 from signfer.training.loop import evaluate, train_one_epoch
 from signfer.training.preprocess import Preprocess, random_affine
 
@@ -47,15 +47,26 @@ class PretrainConfig:
 
 
 def _cpu(obj):
-    """``obj`` (a state dict, possibly nested) with every tensor on the CPU, so a
-    state saved on a GPU resumes anywhere."""
+    """A copy of ``obj`` (a state dict, possibly nested) with every tensor on the
+    CPU, so a state saved on a GPU resumes anywhere and later steps leave it be."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
+        return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
         return {k: _cpu(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_cpu(v) for v in obj)
     return obj
+
+
+def _provenance(init: str) -> dict | None:
+    """How the checkpoint a run starts from was made (and what it started from),
+    for the new model's metadata: a built-in name may later hold another model."""
+    if init in ("imagenet", "random"):
+        return None
+    _, m = load_checkpoint(init)
+    return {"name": init, "command": m.command, "training_data": m.training_data,
+            "val_accuracy": m.val_accuracy,
+            **({"init_from": m.extra["init_from"]} if "init_from" in m.extra else {})}
 
 
 def _log(msg: str) -> None:
@@ -111,7 +122,9 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     prep = Preprocess(tuple(meta.mean), tuple(meta.std))
 
     def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return random_affine(x, cfg.rotate, cfg.scale, generator)
+        return random_affine(x, cfg.rotate, cfg.scale, generator)  # x itself when both are 0
+
+    parent = _provenance(cfg.init)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -140,14 +153,14 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         stats = train_one_epoch(model, x_train, y_train, optimizer=opt, loss_fn=loss_fn,
                                 preprocess=prep, batch_size=cfg.batch_size, generator=gen,
                                 flip=True, shift=cfg.shift, scheduler=sched,
-                                augment=augment if cfg.rotate > 0 or cfg.scale > 0 else None,
+                                augment=augment,
                                 bf16=dev.type == "cuda")
         v = evaluate(model, x_val, y_val, prep)
         history.append({"epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
                         "val_loss": v["loss"], "val_accuracy": v["accuracy"],
                         "img_per_s": stats["img_per_s"], "seconds": time.perf_counter() - t0})
         if v["accuracy"] > best_acc:
-            best_acc, best_state = v["accuracy"], {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+            best_acc, best_state = v["accuracy"], _cpu(model.state_dict())
         _log(f"epoch {epoch}/{cfg.epochs}: train loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} | "
              f"val acc {v['accuracy']:.4f} (best {best_acc:.4f}) | {stats['img_per_s']:.0f} img/s, "
              f"{time.perf_counter() - t0:.0f} s")
@@ -167,7 +180,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         training_data=f"{Path(root).name}: train/ ({len(x_train)} faces) for training, "
                       f"validation/ ({len(x_val)} faces) for choosing the epoch",
         val_accuracy=round(float(best_acc), 4), command=command,
-        extra={"device": str(dev), "autocast": "bfloat16" if dev.type == "cuda" else None,
+        extra={**({"init_from": parent} if parent else {}), "device": str(dev), "autocast": "bfloat16" if dev.type == "cuda" else None,
                "epochs_run": len(history), "best_epoch": int(np.argmax([h["val_accuracy"] for h in history])) + 1},
     )
     stem = save_checkpoint(model, final, out / f"{cfg.arch}-fer")
