@@ -156,10 +156,12 @@ def cmd_pretrain(args) -> int:
         raise SignferError("pretrain reads a folder dataset with train/ and validation/ splits")
     cfg = PretrainConfig(arch=args.arch, init=args.init, input_size=args.input_size, epochs=args.epochs,
                          lr=args.lr, batch_size=args.batch_size, shift=args.shift, rotate=args.rotate,
-                         scale=args.scale, seed=args.seed)
+                         scale=args.scale, cutmix=args.cutmix, teachers=tuple(args.teacher),
+                         distill_weight=args.distill_weight, seed=args.seed)
     command = "signfer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     stem = pretrain(os.path.expanduser(args.root), args.out, cfg, command=command,
-                    max_epochs_this_run=args.max_epochs_this_run, device=args.device)
+                    max_epochs_this_run=args.max_epochs_this_run, device=args.device,
+                    time_limit_s=None if args.time_limit is None else 60 * args.time_limit)
     print(f"checkpoint: {stem}.safetensors" if stem else "stopped early; re-run the same command to resume")
     return 0
 
@@ -314,9 +316,17 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--shift", type=int, default=4, help="random translation, in pixels of the input size")
     s.add_argument("--rotate", type=float, default=0.0, help="random rotation, up to this many degrees")
     s.add_argument("--scale", type=float, default=0.0, help="random zoom, e.g. 0.1 for 0.9x to 1.1x")
+    s.add_argument("--cutmix", type=float, default=0.0, metavar="P", help="CutMix a batch with probability P")
+    s.add_argument("--teacher", action="append", default=[], metavar="MODEL",
+                   help="distil from this model (a built-in name or a checkpoint; repeat for an ensemble)")
+    s.add_argument("--distill-weight", type=float, default=0.8, metavar="W",
+                   help="targets = W x the teachers' probabilities + (1 - W) x the labels (default 0.8)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto", help="'auto' (a CUDA GPU if there is one), 'cpu' or 'cuda'")
     s.add_argument("--max-epochs-this-run", type=int, help="stop after this many epochs (resume later)")
+    s.add_argument("--time-limit", type=float, metavar="MINUTES",
+                   help="stop before an epoch would end after this many minutes and write the best "
+                        "epoch so far (re-run to resume)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_pretrain)
 

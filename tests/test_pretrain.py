@@ -96,3 +96,29 @@ def test_a_model_pretrained_from_a_checkpoint_records_how_that_one_was_made(fer_
     assert parent["name"] == str(second) and parent["command"] == "signfer pretrain (second)"
     assert parent["init_from"]["command"] == "signfer pretrain (first)"
     assert parent["init_from"]["val_accuracy"] == load_model(first)[1].val_accuracy
+
+
+def test_distilled_cutmix_run_records_its_teachers_and_resumes_to_the_same_weights(fer_like, tmp_path):
+    teacher = pretrain(fer_like, tmp_path / "teacher", cfg(1), command="signfer pretrain (teacher)")
+    student = dataclasses.replace(cfg(2), cutmix=1.0, teachers=(str(teacher),), distill_weight=0.5)
+    whole = pretrain(fer_like, tmp_path / "whole", student)
+    assert pretrain(fer_like, tmp_path / "cut", student, max_epochs_this_run=1) is None
+    resumed = pretrain(fer_like, tmp_path / "cut", student)  # the tuple of teachers survives JSON
+    a = load_file(str(whole.with_suffix(".safetensors")))
+    b = load_file(str(resumed.with_suffix(".safetensors")))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    meta = load_model(whole)[1]
+    assert [t["command"] for t in meta.extra["teachers"]] == ["signfer pretrain (teacher)"]
+    assert meta.config["teachers"] == [str(teacher)] and meta.config["cutmix"] == 1.0
+
+
+def test_time_limit_writes_the_best_epoch_so_far_and_a_rerun_finishes(fer_like, tmp_path):
+    # a limit of 0 s: the first epoch always runs, then no other fits
+    stem = pretrain(fer_like, tmp_path, cfg(3), time_limit_s=0.0)
+    meta = load_model(stem)[1]
+    assert meta.extra["stopped_early"] == "stopped by the time limit after epoch 1 of 3"
+    assert meta.extra["epochs_run"] == 1
+    stem = pretrain(fer_like, tmp_path, cfg(3))
+    meta = load_model(stem)[1]
+    assert "stopped_early" not in meta.extra and meta.extra["epochs_run"] == 3
+    assert [h["epoch"] for h in json.loads((tmp_path / "history.json").read_text())] == [1, 2, 3]

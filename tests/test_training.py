@@ -17,8 +17,8 @@ from signfer.config import TrainConfig
 from signfer.models.checkpoint import build_model
 from signfer.models.registry import create_model, set_backbone_trainable, train_mode
 from signfer.training.fit import balanced_order, class_weights, fit
-from signfer.training.loop import evaluate, extract_features
-from signfer.training.preprocess import Preprocess, channel_stats, random_affine, random_shift
+from signfer.training.loop import evaluate, extract_features, train_one_epoch
+from signfer.training.preprocess import Preprocess, channel_stats, cutmix, random_affine, random_shift
 
 SIZE = 32
 CLASSES = ["anger", "happiness", "neutral"]
@@ -412,3 +412,40 @@ def test_feature_cache_is_computed_once_and_reused(data, monkeypatch):
     # without a cache every call computes
     fit(new_model(), images, y, tr, va, techniques=("head",), cfg=cfg, preprocess=Preprocess(), seed=0)
     assert len(calls) == 4
+
+
+def test_cutmix_targets_match_the_pasted_area():
+    g = torch.Generator().manual_seed(3)
+    x = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 3, 10, 10).contiguous()
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    same, target = cutmix(x, y, 6, 0.0, g)
+    assert same is x and torch.equal(target, torch.eye(6))
+    mixed = 0
+    for _ in range(20):
+        out, target = cutmix(x, y, 6, 1.0, g)
+        assert torch.allclose(target.sum(1), torch.ones(6))
+        for i in range(6):  # image i holds the value i: count where another image's pixels went
+            share = (out[i, 0] == i).float().mean()
+            assert torch.isclose(target[i, i], share)
+            mixed += bool(target[i, i] < 1)
+    assert mixed > 0
+
+
+def test_mix_hook_feeds_its_targets_to_the_loss():
+    model = create_model("mobilenetv2", 3, "random")
+    seen = []
+
+    def loss_fn(logits, target):
+        seen.append(target)
+        return nn.functional.cross_entropy(logits, target)
+
+    def mix(x, y, generator):
+        return x, torch.full((len(y), 3), 1 / 3).index_fill_(1, torch.tensor([2]), 2 / 3).div_(4 / 3)
+
+    images = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8)
+    stats = train_one_epoch(model, images, torch.zeros(8, dtype=torch.long), optimizer=torch.optim.SGD(
+        model.parameters(), lr=0.01), loss_fn=loss_fn, preprocess=Preprocess(), batch_size=4,
+        generator=torch.Generator().manual_seed(0), mix=mix)
+    assert len(seen) == 2 and all(t.shape == (4, 3) for t in seen)
+    assert torch.allclose(seen[0][0], torch.tensor([0.25, 0.25, 0.5]))
+    assert stats["n"] == 8

@@ -1,45 +1,41 @@
 #!/usr/bin/env bash
 # Pre-train several FER models side by side on one CUDA GPU.
 #
-# Usage: tools/pretrain_gpu.sh FER_ROOT WORK_DIR [SECONDS] [RESULTS_DIR]
+# Usage: tools/pretrain_gpu.sh PLAN FER_ROOT WORK_DIR [SECONDS] [RESULTS_DIR]
 #
-# FER_ROOT holds train/ and validation/ (one folder per class, as
-# ../shared/data/fer2013). Each run writes WORK_DIR/NAME/ (resumable state,
-# history.json, the checkpoint once finished) and WORK_DIR/NAME.log; a run
-# still going after SECONDS is stopped (re-running this script resumes it).
-# Finished checkpoints are packed into RESULTS_DIR/NAME.tar, the logs and
-# histories into RESULTS_DIR/logs.tgz. EPOCHS=N overrides every run's epochs
-# (for a smoke test); DEVICE=cpu runs without a GPU.
-#
-# The runs start from the built-in 64 px FER models and train at larger input
-# sizes and/or longer, with random rotation and zoom on top of shift and flip.
+# PLAN lists the runs, one per line: NAME EPOCHS and then `signfer pretrain`
+# options ('#' starts a comment; $VARIABLES are expanded). The plans used so
+# far are in tools/gpu_plans/. FER_ROOT holds train/ and validation/ (one folder
+# per class, as ../shared/data/fer2013). Each run writes WORK_DIR/NAME/
+# (resumable state, history.json, the checkpoint) and WORK_DIR/NAME.log. A run
+# stops before an epoch would end after SECONDS (--time-limit) and writes its
+# best epoch so far; re-running this script resumes it. Checkpoints are packed
+# into RESULTS_DIR/NAME.tar, the logs and histories into RESULTS_DIR/logs.tgz.
+# EPOCHS=N overrides every run's epochs (for a smoke test); DEVICE=cpu runs
+# without a GPU.
 set -u
-root=$1
-work=$2
-limit=${3:-480}
-results=${4:-}
+plan=$1
+root=$2
+work=$3
+limit=${4:-480}
+results=${5:-}
 device=${DEVICE:-cuda}
 mkdir -p "$work"
 
-run() {
-    local name=$1 epochs=$2
-    shift 2
+# the runs stop themselves in time; the hard limit is a safety net
+minutes=$(python3 -c "print(max(($limit - 30) / 60, 0.1))")
+while read -r name epochs options; do
+    options=$(eval echo "$options")
+    # shellcheck disable=SC2086  # the options are meant to split into words
     timeout "$limit" python3 -m signfer --threads 2 pretrain --dataset folder --root "$root" \
-        --device "$device" --epochs "${EPOCHS:-$epochs}" --out "$work/$name" "$@" \
-        >"$work/$name.log" 2>&1 &
-}
-
-aug=(--rotate 10 --scale 0.1 --lr 1e-3)
-run mnv2-112 40 --arch mobilenetv2 --init mobilenetv2-fer --input-size 112 --shift 7 "${aug[@]}"
-run lite0-112 40 --arch efficientnet_lite0 --init efficientnet_lite0-fer --input-size 112 --shift 7 "${aug[@]}"
-run mnv2-160 30 --arch mobilenetv2 --init mobilenetv2-fer --input-size 160 --shift 10 "${aug[@]}"
-run mnv2-64 50 --arch mobilenetv2 --init mobilenetv2-fer --input-size 64 --shift 4 "${aug[@]}"
-run lite0-64 50 --arch efficientnet_lite0 --init efficientnet_lite0-fer --input-size 64 --shift 4 "${aug[@]}"
+        --device "$device" --epochs "${EPOCHS:-$epochs}" --time-limit "$minutes" \
+        --out "$work/$name" $options >"$work/$name.log" 2>&1 &
+done < <(grep -v -e '^#' -e '^[[:space:]]*$' "$plan")
 wait
 
 for log in "$work"/*.log; do
     echo "== $log"
-    grep -E "^epoch|wrote|rror" "$log" | tail -n 4
+    grep -E "^epoch|wrote|stopped|rror" "$log" | tail -n 4
 done
 if [ -n "$results" ]; then
     mkdir -p "$results"

@@ -32,13 +32,17 @@ def train_one_epoch(
     order: torch.Tensor | None = None,
     scheduler=None,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    mix: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
     bf16: bool = False,
 ) -> dict[str, float]:
     """One epoch over ``images`` (uint8 ``N x S x S x 3``) in a random order.
 
     ``order`` replaces the random permutation, e.g. indices drawn by a weighted
     sampler. ``scheduler`` is stepped after every batch. ``augment`` transforms
-    each float model-input batch (after flip and normalisation). ``images`` and
+    each float model-input batch (after flip and normalisation). ``mix`` then
+    turns the batch and its labels into a new batch and per-class target
+    probabilities (CutMix, a teacher's predictions): ``loss_fn`` gets those
+    targets, and the accuracy counts the most probable target class. ``images`` and
     ``labels`` may live on any device (the model's); the random draws stay on
     the CPU ``generator``. ``bf16``: forward pass and loss under bfloat16
     autocast (for GPUs; the weights and optimiser stay float32).
@@ -58,10 +62,13 @@ def train_one_epoch(
         x = preprocess(batch, mask)
         if augment is not None:
             x = augment(x, generator)
-        y = labels[idx_dev]
+        y = target = labels[idx_dev]
+        if mix is not None:
+            x, target = mix(x, y, generator)
+            y = target.argmax(1)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
-            loss = loss_fn(logits, y)
+            loss = loss_fn(logits, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -81,3 +81,30 @@ def random_affine(x: torch.Tensor, rotate: float, scale: float, generator: torch
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.contiguous(memory_format=torch.channels_last)
+
+
+def cutmix(x: torch.Tensor, y: torch.Tensor, num_classes: int, p: float,
+           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutMix (Yun et al. 2019): with probability ``p``, paste one random box of
+    each image into another image of the batch; the targets mix by area.
+
+    ``x`` is a float ``B x C x H x W`` batch, ``y`` its labels. Returns the batch
+    and its ``B x num_classes`` target probabilities (one-hot where nothing was
+    pasted). The mixing ratio is uniform (Beta(1, 1)); one box per batch, drawn
+    from ``generator`` (on the CPU).
+    """
+    target = F.one_hot(y, num_classes).float()
+    if p <= 0 or float(torch.rand(1, generator=generator)) >= p:
+        return x, target
+    h, w = x.shape[-2:]
+    lam = float(torch.rand(1, generator=generator))
+    cut_h, cut_w = round(h * (1 - lam) ** 0.5), round(w * (1 - lam) ** 0.5)
+    cy = int(torch.randint(0, h, (1,), generator=generator))
+    cx = int(torch.randint(0, w, (1,), generator=generator))
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h - cut_h // 2, h)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w - cut_w // 2, w)
+    partner = torch.randperm(len(x), generator=generator).to(x.device)
+    x = x.clone()
+    x[..., y0:y1, x0:x1] = x[partner][..., y0:y1, x0:x1]
+    pasted = (y1 - y0) * (x1 - x0) / (h * w)  # the box may have been clipped at the edge
+    return x, (1 - pasted) * target + pasted * target[partner]

@@ -4,11 +4,16 @@
 saved after every epoch (weights, optimiser, schedule, random generators,
 history) and a re-run of the same command resumes where a killed one stopped.
 The result is a signfer checkpoint (safetensors + JSON).
+
+Besides shift, flip, rotation and zoom, a run can regularise with CutMix and
+learn from teachers (knowledge distillation): the averaged predictions of
+trained models on each training batch, blended with the labels.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -25,7 +30,8 @@ from signfer.errors import SignferError
 from signfer.io import atomic_path, read_json, write_json
 from signfer.models.checkpoint import ModelMeta, build_model, load_checkpoint, save_checkpoint
 from signfer.training.loop import evaluate, train_one_epoch
-from signfer.training.preprocess import Preprocess, random_affine
+from signfer.training.preprocess import Preprocess, cutmix, random_affine
+from signfer.training.teacher import Teachers
 
 STATE = "state.pt"
 
@@ -43,6 +49,12 @@ class PretrainConfig:
     shift: int = 4
     rotate: float = 0.0
     scale: float = 0.0
+    #: probability that a batch is CutMix-ed
+    cutmix: float = 0.0
+    #: checkpoints (names or paths) whose averaged predictions are the targets
+    teachers: tuple[str, ...] = ()
+    #: weight of the teachers' probabilities in the targets (the rest: the labels)
+    distill_weight: float = 0.8
     seed: int = 0
 
 
@@ -83,25 +95,36 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _plain(cfg: PretrainConfig) -> dict:
+    """The config as JSON stores it (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
 def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: str = "",
-             max_epochs_this_run: int | None = None, device: str = "cpu") -> Path | None:
+             max_epochs_this_run: int | None = None, device: str = "cpu",
+             time_limit_s: float | None = None) -> Path | None:
     """Train (or resume) and write ``out/<arch>-fer.safetensors`` + ``.json``.
 
     Returns the checkpoint stem once all epochs are done, or ``None`` when
-    ``max_epochs_this_run`` stopped the run early (re-run to resume). ``device``
-    does not enter the config: a run started on a GPU may resume on the CPU.
+    ``max_epochs_this_run`` stopped the run early (re-run to resume). When the
+    next epoch would end after ``time_limit_s`` seconds (counted from this
+    call, judged by the slowest epoch so far), the run stops and writes the
+    checkpoint of its best epoch so far, recording that it stopped early; a
+    re-run of the same command resumes it. ``device`` and the limits do not
+    enter the config: a run started on a GPU may resume on the CPU.
     """
+    started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     cfg_path = out / "pretrain_config.json"
     if cfg_path.exists():
         # fields added to PretrainConfig since the run started take their defaults
-        saved = {**dataclasses.asdict(PretrainConfig()), **read_json(cfg_path)}
-        if saved != dataclasses.asdict(cfg):
+        saved = {**_plain(PretrainConfig()), **read_json(cfg_path)}
+        if saved != _plain(cfg):
             raise SignferError(f"{out} holds a run with another config ({cfg_path}); use a new --out")
     else:
-        write_json(cfg_path, dataclasses.asdict(cfg))
+        write_json(cfg_path, _plain(cfg))
 
     train = load_dataset("folder", root, split="train")
     val = load_dataset("folder", root, split="validation")
@@ -124,6 +147,15 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return random_affine(x, cfg.rotate, cfg.scale, generator)  # x itself when both are 0
 
+    teachers = Teachers(cfg.teachers, classes, dev) if cfg.teachers else None
+
+    def mix(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x, target = cutmix(x, y, len(classes), cfg.cutmix, generator)
+        if teachers is not None:
+            soft = teachers(x, meta.mean, meta.std, bf16=dev.type == "cuda")
+            target = cfg.distill_weight * soft + (1 - cfg.distill_weight) * target
+        return x, target
+
     parent = _provenance(cfg.init)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
@@ -145,15 +177,20 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         _log(f"resumed after epoch {epoch0} (best validation accuracy {best_acc:.4f})")
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    done_now = 0
+    done_now, slowest, stopped = 0, 0.0, None
     for epoch in range(epoch0 + 1, cfg.epochs + 1):
         if max_epochs_this_run is not None and done_now >= max_epochs_this_run:
             return None
+        if time_limit_s is not None and done_now and time.perf_counter() - started + slowest > time_limit_s:
+            stopped = f"stopped by the time limit after epoch {epoch - 1} of {cfg.epochs}"
+            _log(stopped + "; the checkpoint holds the best epoch so far, re-run to resume")
+            break
         t0 = time.perf_counter()
         stats = train_one_epoch(model, x_train, y_train, optimizer=opt, loss_fn=loss_fn,
                                 preprocess=prep, batch_size=cfg.batch_size, generator=gen,
                                 flip=True, shift=cfg.shift, scheduler=sched,
                                 augment=augment,
+                                mix=mix if cfg.cutmix > 0 or teachers is not None else None,
                                 bf16=dev.type == "cuda")
         v = evaluate(model, x_val, y_val, prep)
         history.append({"epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
@@ -171,6 +208,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
                         "best_acc": best_acc, "best_model": best_state, "epoch": epoch}, tmp)
         write_json(out / "history.json", history)
         done_now += 1
+        slowest = max(slowest, time.perf_counter() - t0)
 
     model = model.cpu()
     model.load_state_dict(best_state)
@@ -180,7 +218,9 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         training_data=f"{Path(root).name}: train/ ({len(x_train)} faces) for training, "
                       f"validation/ ({len(x_val)} faces) for choosing the epoch",
         val_accuracy=round(float(best_acc), 4), command=command,
-        extra={**({"init_from": parent} if parent else {}), "device": str(dev), "autocast": "bfloat16" if dev.type == "cuda" else None,
+        extra={**({"init_from": parent} if parent else {}),
+               **({"teachers": [_provenance(t) for t in cfg.teachers]} if cfg.teachers else {}),
+               **({"stopped_early": stopped} if stopped else {}), "device": str(dev), "autocast": "bfloat16" if dev.type == "cuda" else None,
                "epochs_run": len(history), "best_epoch": int(np.argmax([h["val_accuracy"] for h in history])) + 1},
     )
     stem = save_checkpoint(model, final, out / f"{cfg.arch}-fer")
