@@ -180,6 +180,9 @@ def cmd_models(args) -> int:
               f"  labels {', '.join(meta.labels)}\n  mean {meta.mean} std {meta.std}\n"
               f"  trained on {meta.training_data}\n  validation accuracy {meta.val_accuracy}\n"
               f"  command: {meta.command}")
+        for teacher in meta.extra.get("teachers", []):
+            print(f"  distilled from {teacher['name']} as it was then (validation accuracy "
+                  f"{teacher['val_accuracy']})")
         parent = meta.extra.get("init_from")
         while parent:  # the chain of models it was pre-trained from, back to ImageNet
             print(f"  started from {parent['name']} as it was then (validation accuracy "

@@ -39,6 +39,16 @@ def test_a_model_trained_from_another_records_how_that_one_was_made(name):
                 "config": {"init": _init_in(parent["command"])}}
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_a_distilled_model_records_its_teachers(name):
+    _, meta = load_checkpoint(name)
+    records = meta.extra.get("teachers", [])
+    assert [t["name"] for t in records] == list(meta.config.get("teachers", []))
+    for teacher in records:
+        assert teacher["command"].startswith("signfer ") and "pretrain" in teacher["command"]
+        assert 0.0 < teacher["val_accuracy"] <= 1.0
+
+
 def _init_in(command: str) -> str:
     words = command.split()
     return words[words.index("--init") + 1] if "--init" in words else "imagenet"

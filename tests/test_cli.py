@@ -285,6 +285,21 @@ def test_models_shows_the_parent_of_a_model_trained_from_another(capsys):
     assert parent["command"] in block
 
 
+def test_models_shows_the_teachers_of_a_distilled_model(capsys):
+    from signfer.models.checkpoint import builtin_models, load_checkpoint
+
+    distilled = {n: load_checkpoint(n)[1] for n in builtin_models()}
+    distilled = {n: m for n, m in distilled.items() if m.extra.get("teachers")}
+    if not distilled:
+        pytest.skip("no built-in model was distilled")
+    rc, out, err = cli(capsys, "models")
+    assert rc == 0, err
+    for meta in distilled.values():
+        for teacher in meta.extra["teachers"]:
+            assert (f"distilled from {teacher['name']} as it was then "
+                    f"(validation accuracy {teacher['val_accuracy']})") in out
+
+
 def test_export_onnx_parity(tiny_fer, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     for suffix in (".safetensors", ".json"):

@@ -108,7 +108,8 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     Returns the checkpoint stem once all epochs are done, or ``None`` when
     ``max_epochs_this_run`` stopped the run early (re-run to resume). When the
     next epoch would end after ``time_limit_s`` seconds (counted from this
-    call, judged by the slowest epoch so far), the run stops and writes the
+    call, judged by the slowest epoch of this call after its first, which
+    also warms up), the run stops and writes the
     checkpoint of its best epoch so far, recording that it stopped early; a
     re-run of the same command resumes it. ``device`` and the limits do not
     enter the config: a run started on a GPU may resume on the CPU.
@@ -177,11 +178,12 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         _log(f"resumed after epoch {epoch0} (best validation accuracy {best_acc:.4f})")
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    done_now, slowest, stopped = 0, 0.0, None
+    done_now, seconds, stopped = 0, [], None
     for epoch in range(epoch0 + 1, cfg.epochs + 1):
         if max_epochs_this_run is not None and done_now >= max_epochs_this_run:
             return None
-        if time_limit_s is not None and done_now and time.perf_counter() - started + slowest > time_limit_s:
+        expected = max(seconds[1:] or seconds or [0.0])
+        if time_limit_s is not None and done_now and time.perf_counter() - started + expected > time_limit_s:
             stopped = f"stopped by the time limit after epoch {epoch - 1} of {cfg.epochs}"
             _log(stopped + "; the checkpoint holds the best epoch so far, re-run to resume")
             break
@@ -208,7 +210,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
                         "best_acc": best_acc, "best_model": best_state, "epoch": epoch}, tmp)
         write_json(out / "history.json", history)
         done_now += 1
-        slowest = max(slowest, time.perf_counter() - t0)
+        seconds.append(time.perf_counter() - t0)
 
     model = model.cpu()
     model.load_state_dict(best_state)
