@@ -108,11 +108,11 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     Returns the checkpoint stem once all epochs are done, or ``None`` when
     ``max_epochs_this_run`` stopped the run early (re-run to resume). When the
     next epoch would end after ``time_limit_s`` seconds (counted from this
-    call, judged by the slowest epoch of this call after its first, which
-    also warms up), the run stops and writes the
-    checkpoint of its best epoch so far, recording that it stopped early; a
-    re-run of the same command resumes it. ``device`` and the limits do not
-    enter the config: a run started on a GPU may resume on the CPU.
+    call, judged by the slowest epoch of this call after its first, which also
+    warms up), the run stops and writes the checkpoint of its best epoch so
+    far, recording that it stopped early; a re-run of the same command resumes
+    it. ``device`` and the limits do not enter the config: a run started on a
+    GPU may resume on the CPU.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -222,7 +222,8 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         val_accuracy=round(float(best_acc), 4), command=command,
         extra={**({"init_from": parent} if parent else {}),
                **({"teachers": [_provenance(t) for t in cfg.teachers]} if cfg.teachers else {}),
-               **({"stopped_early": stopped} if stopped else {}), "device": str(dev), "autocast": "bfloat16" if dev.type == "cuda" else None,
+               **({"stopped_early": stopped} if stopped else {}),
+               "device": str(dev), "autocast": "bfloat16" if dev.type == "cuda" else None,
                "epochs_run": len(history), "best_epoch": int(np.argmax([h["val_accuracy"] for h in history])) + 1},
     )
     stem = save_checkpoint(model, final, out / f"{cfg.arch}-fer")

@@ -47,10 +47,6 @@ class Teachers:
             model = model.to(device=device, memory_format=torch.channels_last)
             self.members.append((model, meta, columns))
 
-    @property
-    def metas(self) -> list[ModelMeta]:
-        return [meta for _, meta, _ in self.members]
-
     @torch.no_grad()  # not inference_mode: the targets enter the student's autograd graph
     def __call__(self, x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None,
                  bf16: bool = False) -> torch.Tensor:
