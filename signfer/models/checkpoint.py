@@ -113,17 +113,22 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     )
 
 
-def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelMeta]:
-    """Read weights and metadata; never executes code from the file."""
-    stem = resolve_checkpoint(name_or_path)
-    meta_path, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+def load_meta(name_or_path: str | os.PathLike) -> ModelMeta:
+    """A checkpoint's metadata alone (its JSON), without reading the weights."""
+    meta_path = resolve_checkpoint(name_or_path).with_suffix(".json")
     try:
         obj = read_json(meta_path)
     except (OSError, ValueError) as e:
         raise SignferError(f"{meta_path}: unreadable checkpoint metadata ({e})") from None
     if not isinstance(obj, dict):
         raise SignferError(f"{meta_path}: not a signfer checkpoint")
-    meta = ModelMeta.from_json(obj, str(meta_path))
+    return ModelMeta.from_json(obj, str(meta_path))
+
+
+def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelMeta]:
+    """Read weights and metadata; never executes code from the file."""
+    meta = load_meta(name_or_path)
+    weights = resolve_checkpoint(name_or_path).with_suffix(".safetensors")
     try:
         raw = load_file(str(weights))
     except Exception as e:  # safetensors raises its own error types for damaged files

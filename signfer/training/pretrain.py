@@ -28,7 +28,7 @@ from signfer.data import load_dataset
 from signfer.data.cache import load_images
 from signfer.errors import SignferError
 from signfer.io import atomic_path, read_json, write_json
-from signfer.models.checkpoint import ModelMeta, build_model, load_checkpoint, save_checkpoint
+from signfer.models.checkpoint import ModelMeta, build_model, load_meta, save_checkpoint
 from signfer.training.loop import evaluate, train_one_epoch
 from signfer.training.preprocess import Preprocess, cutmix, random_affine
 from signfer.training.teacher import Teachers
@@ -71,11 +71,12 @@ def _cpu(obj):
 
 
 def _provenance(init: str) -> dict | None:
-    """How the checkpoint a run starts from was made (and what it started from),
-    for the new model's metadata: a built-in name may later hold another model."""
+    """How the checkpoint a run starts from (or learns from) was made, and what it
+    started from, for the new model's metadata: a built-in name may later hold
+    another model, so this is read when the run starts."""
     if init in ("imagenet", "random"):
         return None
-    _, m = load_checkpoint(init)
+    m = load_meta(init)
     return {"name": init, "command": m.command, "training_data": m.training_data,
             "val_accuracy": m.val_accuracy,
             **({"init_from": m.extra["init_from"]} if "init_from" in m.extra else {})}
@@ -149,6 +150,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         return random_affine(x, cfg.rotate, cfg.scale, generator)  # x itself when both are 0
 
     teachers = Teachers(cfg.teachers, classes, dev) if cfg.teachers else None
+    mixing = cfg.cutmix > 0 or teachers is not None  # else the labels are the targets, as before
 
     def mix(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x, target = cutmix(x, y, len(classes), cfg.cutmix, generator)
@@ -158,6 +160,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         return x, target
 
     parent = _provenance(cfg.init)
+    teacher_records = [_provenance(t) for t in cfg.teachers]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -192,7 +195,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
                                 preprocess=prep, batch_size=cfg.batch_size, generator=gen,
                                 flip=True, shift=cfg.shift, scheduler=sched,
                                 augment=augment,
-                                mix=mix if cfg.cutmix > 0 or teachers is not None else None,
+                                mix=mix if mixing else None,
                                 bf16=dev.type == "cuda")
         v = evaluate(model, x_val, y_val, prep)
         history.append({"epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
@@ -221,7 +224,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
                       f"validation/ ({len(x_val)} faces) for choosing the epoch",
         val_accuracy=round(float(best_acc), 4), command=command,
         extra={**({"init_from": parent} if parent else {}),
-               **({"teachers": [_provenance(t) for t in cfg.teachers]} if cfg.teachers else {}),
+               **({"teachers": teacher_records} if teacher_records else {}),
                **({"stopped_early": stopped} if stopped else {}),
                "device": str(dev), "autocast": "bfloat16" if dev.type == "cuda" else None,
                "epochs_run": len(history), "best_epoch": int(np.argmax([h["val_accuracy"] for h in history])) + 1},
