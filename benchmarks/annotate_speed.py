@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     from signfer.faces import DEFAULT_DETECTOR, create_detector
     from signfer.inference.classifier import load_classifier
     from signfer.inference.predict import default_model
-    from signfer.inference.video import iter_frames, probe
+    from signfer.video import iter_frames, probe
 
     clips = [Path(c) for c in args.clips] or sorted(_common.shared_path("data", "videos").glob("*.mp4"))
     model = args.model or default_model()

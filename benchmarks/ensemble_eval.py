@@ -19,7 +19,7 @@ import torch
 
 from signfer.data import load_dataset
 from signfer.data.cache import load_images
-from signfer.training.preprocess import Preprocess
+from signfer.data.spec import PreprocessSpec
 from signfer.training.teacher import Teachers
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -36,11 +36,11 @@ def main() -> None:
     val = load_dataset("folder", args.root, split="validation")
     classes, y = list(val.classes), torch.tensor(val.y())
     x = torch.from_numpy(load_images(val, args.size))
-    to_pixels = Preprocess()  # [0, 1], no normalisation: Teachers normalises for each model
+    to_pixels = PreprocessSpec()  # [0, 1], no normalisation: Teachers normalises for each model
     probs = {}
     for name in args.models:
         teacher = Teachers([name], classes)
-        probs[name] = torch.cat([teacher(to_pixels(x[i:i + 256]), None, None) for i in range(0, len(x), 256)])
+        probs[name] = torch.cat([teacher(to_pixels(x[i:i + 256]), to_pixels) for i in range(0, len(x), 256)])
     print(f"FER2013 validation, {len(y)} faces; probabilities averaged with the mirror image\n")
     print("| models | accuracy |\n| --- | ---: |")
     for r in range(1, len(args.models) + 1):

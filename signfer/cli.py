@@ -1,6 +1,15 @@
 """The ``signfer`` command: each subcommand parses its arguments and calls one library function.
 
-``get_parser()`` returns the parser unparsed so it can be tested.
+``get_parser()`` returns the parser unparsed so it can be tested. Argument
+parsing, messages and exit codes live here only; the library functions it
+calls (mostly :mod:`signfer.api` and :mod:`signfer.inference.predict`) take
+plain arguments and return results.
+
+Exit status: 0 done; 2 bad input (a one-line ``signfer: error:`` message, see
+:class:`signfer.errors.SignferError`), including ``annotate`` and ``suggest``
+when any of their videos could not be read (the others are still done, and
+each failed one gets its own error line); 2 too for usage errors that
+argparse reports.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ def _die(msg: str) -> int:
 
 # ---------------------------------------------------------------- arguments
 
-def _dataset_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+def _dataset_args(p: argparse.ArgumentParser, required: bool = True, crop: bool = False) -> None:
     g = p.add_argument_group("dataset")
     g.add_argument("--dataset", choices=["feph", "folder", "manifest"], required=required,
                    help="adapter: FePh download, class folders, or a path,label[,group] CSV")
@@ -34,6 +43,19 @@ def _dataset_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--crop-faces", nargs="?", const="default", default=None, metavar="DETECTOR",
                    help="images are frames, not face crops: detect and crop the face "
                         "(optionally name the detector; see `signfer detectors`)")
+    if not crop:
+        return
+    # how faces are cut: one CropSpec, saved with every model trained here
+    g.add_argument("--margin", type=float, default=None, metavar="F",
+                   help="zoom factor about the face box's centre: the crop side is the box side "
+                        "times F (default 1.4; evaluate: the model's own crop, these options change it)")
+    g.add_argument("--no-square", action="store_true",
+                   help="cut w*F x h*F about the box (squashed to a square) instead of a square of the longer side")
+    g.add_argument("--align", action="store_true",
+                   help="rotate each face so the eyes are level, from the detector's eye landmarks "
+                        "(mtcnn's follow a tilted head best)")
+    g.add_argument("--region", default=None, metavar="{full,upper,lower}",
+                   help="keep the whole face (default), the rows above the nose (upper) or from it down (lower)")
 
 
 def _load_table(args):
@@ -65,6 +87,37 @@ def _crop(args) -> str | None:
     return DEFAULT_DETECTOR if args.crop_faces == "default" else args.crop_faces
 
 
+def _crop_spec(args, base=None):
+    """The crop options applied to ``base`` (default: the default
+    :class:`~signfer.faces.crop.CropSpec`); ``None`` when no crop option is given."""
+    from dataclasses import replace
+
+    from signfer.faces.crop import DEFAULT_MARGIN, REGIONS, CropSpec
+
+    given = {}
+    if args.margin is not None:
+        if not args.margin > 0:  # also refuses nan
+            raise SignferError(f"--margin must be > 0 (a zoom factor about the face box's centre, "
+                               f"e.g. {DEFAULT_MARGIN}), got {args.margin:g}")
+        given["margin"] = args.margin
+    if args.region is not None:
+        if args.region not in REGIONS:
+            raise SignferError(f"--region must be one of {', '.join(REGIONS)}, got {args.region!r}")
+        given["region"] = args.region
+    if args.no_square:
+        given["square"] = False
+    if args.align:
+        given["align"] = True
+    if not given:
+        return None
+    return replace(base() if base else CropSpec(), **given)
+
+
+def _command_line() -> str:
+    """The command as typed, for a checkpoint's metadata."""
+    return "signfer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def _train_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     # for grids, None means "as the grid file says" (else the built-in default)
     p.add_argument("--folds", type=int, default=5 if defaults else None,
@@ -77,6 +130,8 @@ def _train_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override a training setting, e.g. --set epochs=5 --set lr=1e-4 "
                         "(see signfer.config.TrainConfig)")
+    p.add_argument("--keep-models", action="store_true",
+                   help="also save each fold's model as a checkpoint (runs/<config>/<arch>/fold<k>/model.*)")
     p.add_argument("--out", required=True, help="run folder; re-running resumes it")
 
 
@@ -91,36 +146,44 @@ def _video_args(p: argparse.ArgumentParser) -> None:
                    help="detect the face on every N-th kept frame, reuse its box in between "
                         "(faster; default 1: every kept frame)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    p.epilog = ("A video that cannot be read is reported on its own error line and the others are "
+                "still done; the exit status is then 2.")
 
 
 # ---------------------------------------------------------------- commands
 
 def cmd_data_summary(args) -> int:
+    from signfer.data.spec import dataset_crop
+
     table, _ = _load_table(args)
     print(table.summary())
+    if args.crop_faces:
+        print(f"framing: faces are cut from the images by {_crop(args)} (--crop-faces)")
+    elif not args.no_framing:
+        # how a model trained on these faces will cut video faces (see `signfer train`)
+        dataset_crop(table, None, None, log=print)
     return 0
 
 
 def cmd_cv(args) -> int:
-    from signfer.config import RunSpec, TrainConfig, from_dict, parse_overrides, parse_techniques, technique_label
-    from signfer.experiments.grid import IMAGENET_INPUT_SIZE, Grid, default_init
+    from signfer.api import cross_validate
+    from signfer.config import TrainConfig, from_dict, parse_overrides, parse_techniques
 
-    table, ds = _load_table(args)
+    crop = _crop_spec(args)
     train = from_dict(TrainConfig, parse_overrides(args.set), "--set")
-    t = parse_techniques(args.techniques)
-    init = args.init or default_init(args.arch)
-    spec = RunSpec(args.name or technique_label(t), args.arch, init, t, train)
-    grid = Grid((spec,), folds=args.folds, seed=args.seed,
-                input_size=args.input_size or IMAGENET_INPUT_SIZE, train=train)
-    return _run_and_report(args, table, ds, grid)
+    parse_techniques(args.techniques)  # a typo fails before the dataset is read
+    table, ds = _load_table(args)
+    results = cross_validate(table, args.out, arch=args.arch, techniques=args.techniques, init=args.init,
+                             folds=args.folds, seed=args.seed, input_size=args.input_size, train=train,
+                             crop=crop, crop_faces=_crop(args), keep_models=args.keep_models,
+                             name=args.name, dataset=ds, command=_command_line())
+    return _report(args.out, results)
 
 
-def _run_and_report(args, table, dataset: dict, grid) -> int:
-    from signfer.experiments.runner import run_grid
+def _report(out, results) -> int:
     from signfer.metrics.report import summary_table, write_report
 
-    results = run_grid(table, grid, args.out, crop_faces=_crop(args), dataset=dataset)
-    report = write_report(args.out)
+    report = write_report(out)
     print(summary_table(results).to_string())
     print(f"\nreport: {report}")
     return 0
@@ -128,8 +191,10 @@ def _run_and_report(args, table, dataset: dict, grid) -> int:
 
 def cmd_grid(args) -> int:
     from signfer.config import parse_overrides
+    from signfer.experiments import runner
     from signfer.experiments.grid import named_grid
 
+    crop = _crop_spec(args)
     table, ds = _load_table(args)
     settings = {"folds": args.folds, "seed": args.seed, "input_size": args.input_size,
                 "train": parse_overrides(args.set)}
@@ -137,7 +202,24 @@ def cmd_grid(args) -> int:
         if args.grid != "paper":
             raise SignferError("--archs applies to --grid paper; a grid file lists its own archs")
         settings["archs"] = tuple(args.archs.split(","))
-    return _run_and_report(args, table, ds, named_grid(args.grid, **settings))
+    results = runner.run_grid(table, named_grid(args.grid, **settings), args.out, crop_faces=_crop(args),
+                              crop=crop, dataset=ds, keep_models=args.keep_models, command=_command_line())
+    return _report(args.out, results)
+
+
+def cmd_train(args) -> int:
+    from signfer.api import finetune
+    from signfer.config import TrainConfig, from_dict, parse_overrides, parse_techniques
+
+    crop = _crop_spec(args)
+    train = from_dict(TrainConfig, parse_overrides(args.set), "--set")
+    parse_techniques(args.techniques)
+    table, _ = _load_table(args)
+    stem = finetune(table, args.out, arch=args.arch, init=args.init, techniques=args.techniques, train=train,
+                    seed=args.seed, input_size=args.input_size, crop=crop, crop_faces=_crop(args),
+                    epochs_from=args.epochs_from, command=_command_line())
+    print(f"checkpoint: {stem}.safetensors + {stem.name}.json")
+    return 0
 
 
 def cmd_report(args) -> int:
@@ -149,55 +231,152 @@ def cmd_report(args) -> int:
     return 0
 
 
+#: pretrain's flags that set a PretrainConfig field: (field, type, help). Their
+#: defaults are PretrainConfig's, read when the command runs (or its help is
+#: shown), so that cli.py repeats none of them and `signfer --help` need not
+#: import torch.
+PRETRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("arch", str, "architecture (`signfer models` lists them)"),
+    ("init", str, "random, imagenet, a built-in model or a checkpoint"),
+    ("input_size", int, "input side in pixels"),
+    ("epochs", int, "epochs to train"),
+    ("lr", float, "peak learning rate (one-cycle schedule)"),
+    ("weight_decay", float, "AdamW weight decay"),
+    ("batch_size", int, "images per batch"),
+    ("label_smoothing", float, "label smoothing of the loss"),
+    ("shift", int, "random translation, in pixels of the input size"),
+    ("rotate", float, "random rotation, up to this many degrees"),
+    ("scale", float, "random zoom, e.g. 0.1 for 0.9x to 1.1x"),
+    ("cutmix", float, "CutMix a batch with this probability"),
+    ("distill_weight", float, "with --teacher: targets = W x the teachers' probabilities + (1 - W) x the labels"),
+    ("seed", int, "fixes the initialisation, augmentation and batch order"),
+)
+
+
 def cmd_pretrain(args) -> int:
     from signfer.training.pretrain import PretrainConfig, pretrain
 
     if args.dataset != "folder":
         raise SignferError("pretrain reads a folder dataset with train/ and validation/ splits")
-    cfg = PretrainConfig(arch=args.arch, init=args.init, input_size=args.input_size, epochs=args.epochs,
-                         lr=args.lr, batch_size=args.batch_size, shift=args.shift, rotate=args.rotate,
-                         scale=args.scale, cutmix=args.cutmix, teachers=tuple(args.teacher),
-                         distill_weight=args.distill_weight, seed=args.seed)
-    command = "signfer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    stem = pretrain(os.path.expanduser(args.root), args.out, cfg, command=command,
+    given = {name: getattr(args, name) for name, _, _ in PRETRAIN_FLAGS if getattr(args, name) is not None}
+    if args.teacher:
+        given["teachers"] = tuple(args.teacher)
+    cfg = PretrainConfig(**given)
+    stem = pretrain(os.path.expanduser(args.root), args.out, cfg, command=_command_line(),
                     max_epochs_this_run=args.max_epochs_this_run, device=args.device,
                     time_limit_s=None if args.time_limit is None else 60 * args.time_limit)
     print(f"checkpoint: {stem}.safetensors" if stem else "stopped early; re-run the same command to resume")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help can show defaults taken from a dataclass
+    (``defaults_from``: a callable returning it), imported only when help is asked for."""
+
+    defaults_from = None
+
+    def format_help(self) -> str:
+        if self.defaults_from is not None:
+            import dataclasses
+
+            defaults = {f.name: f.default for f in dataclasses.fields(self.defaults_from())}
+            for action in self._actions:
+                if action.dest in defaults and "(default" not in (action.help or ""):
+                    action.help = f"{action.help or ''} (default {defaults[action.dest]})".strip()
+        return super().format_help()
+
+
+def _pretrain_config():
+    from signfer.training.pretrain import PretrainConfig
+
+    return PretrainConfig
+
+
+def _provenance_lines(meta) -> list[str]:
+    """The teachers and the chain of models it was trained from, back to ImageNet."""
+    lines = [f"distilled from {t['name']} as it was then (validation accuracy {t['val_accuracy']})"
+             for t in meta.extra.get("teachers", [])]
+    parent = meta.extra.get("init_from")
+    while parent:
+        lines.append(f"started from {parent['name']} as it was then (validation accuracy "
+                     f"{parent['val_accuracy']}), made by: {parent['command']}")
+        parent = parent.get("init_from")
+    return lines
+
+
+def _model_details(meta) -> list[str]:
+    """Everything a checkpoint's metadata says about how to use it and how it was made."""
+    from signfer.faces.framing import describe_framing
+
+    spec = meta.spec
+    crop = spec.crop
+    norm = (f"normalised with mean {list(spec.mean)} std {list(spec.std)}" if spec.mean is not None
+            else "pixels fed in [0, 1]")
+    framing = (f"framing of its training faces: {describe_framing(crop.framing)}" if crop.framing
+               else f"margin {crop.margin:g}, {'square' if crop.square else 'box shape, squashed'}")
+    lines = [
+        f"arch {meta.arch}, input {meta.input_size} px",
+        f"labels (output order): {', '.join(meta.labels)}",
+        f"preprocessing: {norm}; histogram equalisation: {spec.equalize or 'none'}",
+        (f"crop: detector {crop.detector or 'default'}, {framing}, "
+         f"{'eyes levelled' if crop.align else 'not aligned'}, region {crop.region}"),
+        f"techniques: {'+'.join(meta.techniques) if meta.techniques else 'none recorded (pre-trained)'}",
+        f"trained on: {meta.training_data or 'not recorded'}",
+    ]
+    if meta.config:
+        lines.append("training settings: " + ", ".join(f"{k}={v}" for k, v in meta.config.items()))
+    fp = meta.data_fingerprint
+    if fp:
+        per_class = ", ".join(f"{c} {n}" for c, n in fp.get("per_class", {}).items())
+        lines.append(f"data fingerprint: {fp.get('n_samples')} samples ({per_class}), "
+                     f"sha256 {fp.get('sha256', '')[:16]}...")
+    lines.append(f"validation accuracy: {meta.val_accuracy}")
+    cv = meta.extra.get("cv")
+    if cv:
+        lines.append(f"epochs from cross-validation: {cv.get('epochs')} (median best epoch of "
+                     f"{cv.get('folds')} folds of {cv.get('run')}, accuracy {cv.get('accuracy_mean')} "
+                     f"± {cv.get('accuracy_sd')})")
+    lines += _provenance_lines(meta)
+    lines.append(f"command: {meta.command or 'not recorded'}")
+    lines.append(f"signfer version: {meta.signfer_version or 'not recorded'}")
+    return lines
+
+
 def cmd_models(args) -> int:
-    from signfer.models.checkpoint import builtin_models, load_checkpoint
+    from signfer.models.checkpoint import builtin_models, load_meta, resolve_checkpoint
     from signfer.models.registry import ARCHS
 
+    if args.model:
+        meta = load_meta(args.model)
+        print(f"{args.model} ({resolve_checkpoint(args.model)}.json)")
+        print("\n".join(f"  {line}" for line in _model_details(meta)))
+        return 0
     models = builtin_models()
     if not models:
         print("no built-in FER models are installed")
     for name in models:
-        _, meta = load_checkpoint(name)
+        meta = load_meta(name)
         size = models[name].with_suffix(".safetensors").stat().st_size / 1e6
         print(f"{name}\n  arch {meta.arch}, input {meta.input_size}px, {size:.1f} MB\n"
               f"  labels {', '.join(meta.labels)}\n  mean {meta.mean} std {meta.std}\n"
               f"  trained on {meta.training_data}\n  validation accuracy {meta.val_accuracy}\n"
               f"  command: {meta.command}")
-        for teacher in meta.extra.get("teachers", []):
-            print(f"  distilled from {teacher['name']} as it was then (validation accuracy "
-                  f"{teacher['val_accuracy']})")
-        parent = meta.extra.get("init_from")
-        while parent:  # the chain of models it was pre-trained from, back to ImageNet
-            print(f"  started from {parent['name']} as it was then (validation accuracy "
-                  f"{parent['val_accuracy']}), made by: {parent['command']}")
-            parent = parent.get("init_from")
+        for line in _provenance_lines(meta):
+            print(f"  {line}")
     print("\narchitectures: " + ", ".join(
         f"{a.name}{' (ImageNet weights)' if a.weights_package else ''}" for a in ARCHS.values()))
+    print("`signfer models NAME_OR_CHECKPOINT` shows one model's preprocessing, data and history")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from signfer.inference.predict import evaluate_model
+    from signfer.models.checkpoint import load_meta
 
+    # the options change the model's own crop; checked before the model is read
+    crop = _crop_spec(args, base=lambda: load_meta(args.model).spec.crop)
     table, _ = _load_table(args)
-    m = evaluate_model(table, args.model, crop_faces=_crop(args), backend=args.backend)
+    m = evaluate_model(table, args.model, crop_faces=_crop(args), crop=crop, backend=args.backend)
     print(f"{args.model} on {table.name} ({m['n']} faces): accuracy {m['accuracy']:.4f}, "
           f"macro-F1 {m['macro_f1']:.4f}, {m['faces_per_s']:.0f} faces/s")
     for c, v in m["per_class"].items():
@@ -218,16 +397,33 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def cmd_annotate(args) -> int:
-    from signfer.inference.predict import annotate_command
+def _print_errors(errors: list[str]) -> int:
+    """One ``signfer: error:`` line per video that failed; 2 if any did (the rest were done)."""
+    for e in errors:
+        print(f"signfer: error: {e}", file=sys.stderr)
+    return 2 if errors else 0
 
-    return annotate_command(args)
+
+def cmd_annotate(args) -> int:
+    from signfer.inference.predict import annotate
+
+    res = annotate(args.videos, args.out, model=args.model, detector=args.detector, backend=args.backend,
+                   every=args.every, fps=args.fps, detect_every=args.detect_every, smooth=args.smooth,
+                   min_duration=args.min_duration, overlay=args.overlay)
+    for r in res.results:
+        print(r.summary())
+    return _print_errors(res.errors)
 
 
 def cmd_suggest(args) -> int:
-    from signfer.inference.predict import suggest_command
+    from signfer.inference.predict import suggest
 
-    return suggest_command(args)
+    res = suggest(args.videos, args.out, n=args.n, method=args.method, model=args.model,
+                  detector=args.detector, backend=args.backend, every=args.every, fps=args.fps,
+                  detect_every=args.detect_every)
+    for r in res.results:
+        print(f"{r.video}: {len(r.table)} frames to annotate first ({args.method}) -> {r.eaf}")
+    return _print_errors(res.errors)
 
 
 def cmd_from_elan(args) -> int:
@@ -267,7 +463,7 @@ def cmd_demo(args) -> int:
 # ---------------------------------------------------------------- parser
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="signfer", description="Facial-expression recognition in sign-language video: "
         "fine-tune FER-pretrained CNNs, cross-validate them, annotate videos for ELAN.")
     p.add_argument("--version", action="version", version=f"signfer {__version__}")
@@ -275,8 +471,10 @@ def get_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
-    s = data.add_parser("summary", help="per-class counts, groups, and every skipped row")
+    s = data.add_parser("summary", help="per-class counts, groups, every skipped row, and the faces' framing")
     _dataset_args(s)
+    s.add_argument("--no-framing", action="store_true",
+                   help="skip measuring where the face lies in the images (runs the face detector on 200 of them)")
     s.set_defaults(func=cmd_data_summary)
     s = data.add_parser("from-elan", help="ELAN tiers + their videos -> a training manifest")
     s.add_argument("eaf", nargs="+")
@@ -289,7 +487,7 @@ def get_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_from_elan)
 
     s = sub.add_parser("cv", help="K-fold cross-validation of one configuration")
-    _dataset_args(s)
+    _dataset_args(s, crop=True)
     s.add_argument("--arch", default="mobilenetv2")
     s.add_argument("--init", help="random, imagenet, a built-in model or a checkpoint (default: the built-in FER model)")
     s.add_argument("--techniques", default="ft,ip,hf", help="any of ft,head,hf,cw,ws,ip,he; 'none' = zero-shot")
@@ -298,11 +496,31 @@ def get_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_cv)
 
     s = sub.add_parser("grid", help="a grid of configurations on identical folds")
-    _dataset_args(s)
+    _dataset_args(s, crop=True)
     s.add_argument("--grid", default="paper", help="'paper' or a YAML file")
     s.add_argument("--archs", help="paper grid: comma-separated architectures")
     _train_args(s, defaults=False)
     s.set_defaults(func=cmd_grid)
+
+    s = sub.add_parser("train", help="fine-tune one configuration on a whole dataset -> a checkpoint")
+    _dataset_args(s, crop=True)
+    s.add_argument("--arch", default=None,
+                   help="architecture (default: the --init checkpoint's, else mobilenetv2)")
+    s.add_argument("--init", help="random, imagenet, a built-in model or a checkpoint (default: the built-in FER model)")
+    s.add_argument("--techniques", default="ft,ip,hf",
+                   help="any of ft,head,hf,cw,ws,ip,he; must include ft or head (default ft,ip,hf)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="override a training setting, e.g. --set epochs=5 (see signfer.config.TrainConfig)")
+    s.add_argument("--seed", type=int, default=0, help="fixes the inner split and training randomness (default 0)")
+    s.add_argument("--input-size", type=int, default=None,
+                   help="input side in pixels for ImageNet and random inits (a checkpoint brings its own)")
+    s.add_argument("--epochs-from", metavar="RUN",
+                   help="a finished cv or grid run folder of the same configuration: train on all the data "
+                        "for the median of its folds' best epochs (default: choose the epoch on an inner "
+                        "validation split)")
+    s.add_argument("--out", required=True, metavar="MODEL",
+                   help="checkpoint to write: MODEL.safetensors + MODEL.json")
+    s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("report", help="results.md, paired tests and plots for a run folder")
     s.add_argument("run")
@@ -310,21 +528,12 @@ def get_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("pretrain", help="pre-train a general FER model (train/ + validation/)")
     _dataset_args(s)
-    s.add_argument("--arch", default="mobilenetv2")
-    s.add_argument("--init", default="imagenet")
-    s.add_argument("--input-size", type=int, default=64)
-    s.add_argument("--epochs", type=int, default=20)
-    s.add_argument("--lr", type=float, default=2e-3)
-    s.add_argument("--batch-size", type=int, default=128)
-    s.add_argument("--shift", type=int, default=4, help="random translation, in pixels of the input size")
-    s.add_argument("--rotate", type=float, default=0.0, help="random rotation, up to this many degrees")
-    s.add_argument("--scale", type=float, default=0.0, help="random zoom, e.g. 0.1 for 0.9x to 1.1x")
-    s.add_argument("--cutmix", type=float, default=0.0, metavar="P", help="CutMix a batch with probability P")
+    s.defaults_from = _pretrain_config
+    for name, kind, text in PRETRAIN_FLAGS:  # defaults: PretrainConfig's (None = not given)
+        s.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text,
+                       metavar={"cutmix": "P", "distill_weight": "W"}.get(name, name.upper()))
     s.add_argument("--teacher", action="append", default=[], metavar="MODEL",
                    help="distil from this model (a built-in name or a checkpoint; repeat for an ensemble)")
-    s.add_argument("--distill-weight", type=float, default=0.8, metavar="W",
-                   help="targets = W x the teachers' probabilities + (1 - W) x the labels (default 0.8)")
-    s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto", help="'auto' (a CUDA GPU if there is one), 'cpu' or 'cuda'")
     s.add_argument("--max-epochs-this-run", type=int, help="stop after this many epochs (resume later)")
     s.add_argument("--time-limit", type=float, metavar="MINUTES",
@@ -333,13 +542,16 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_pretrain)
 
-    s = sub.add_parser("models", help="list the built-in FER models and architectures")
+    s = sub.add_parser("models", help="list the built-in FER models and architectures, or describe one model")
+    s.add_argument("model", nargs="?", metavar="NAME_OR_CHECKPOINT",
+                   help="a built-in model or a checkpoint path: show its labels, preprocessing "
+                        "(crop, framing), training data, validation and history")
     s.set_defaults(func=cmd_models)
     s = sub.add_parser("detectors", help="list the face detectors")
     s.set_defaults(func=cmd_detectors)
 
     s = sub.add_parser("evaluate", help="accuracy of a model on a labelled dataset (no training)")
-    _dataset_args(s)
+    _dataset_args(s, crop=True)
     s.add_argument("--model", required=True)
     s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     s.set_defaults(func=cmd_evaluate)

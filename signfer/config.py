@@ -60,7 +60,12 @@ def technique_label(techniques: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings shared by every configuration of a grid."""
+    """Optimisation settings shared by every configuration of a grid.
+
+    ``shift`` applies to the all-layers stage of ``ft`` only: the head warm-up
+    of ``ft`` and technique ``head`` train on cached backbone features, where
+    no image is shifted (a :class:`RunSpec` with ``head`` refuses a shift).
+    """
 
     head_epochs: int = 3          # warm-up of the new head, backbone frozen
     head_lr: float = 1e-3
@@ -71,7 +76,7 @@ class TrainConfig:
     patience: int = 2             # early stopping on the inner validation split
     val_fraction: float = 0.15    # carved from the training side, grouped
     label_smoothing: float = 0.0
-    shift: int = 0                # random translation in pixels (pre-training)
+    shift: int = 0                # random translation in pixels, all-layers stage only (see above)
     norm_stats: str = "checkpoint"  # 'checkpoint' or 'train': where ip's mean/std come from
 
     def __post_init__(self) -> None:
@@ -90,6 +95,15 @@ class RunSpec:
     init: str
     techniques: tuple[str, ...]
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        # 'head' trains on cached backbone features: no image passes through
+        # the network during training, so there is nothing to shift
+        if "head" in self.techniques and self.train.shift:
+            raise SignferError(
+                f"{self.name}: shift={self.train.shift} would never apply: technique 'head' trains on "
+                "cached backbone features; drop the shift or use 'ft' (shift applies to its all-layers stage)"
+            )
 
 
 def from_dict(cls, data: dict[str, Any] | None, where: str):

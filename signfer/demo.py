@@ -68,6 +68,7 @@ def _predict_astronaut(out: Path) -> None:
     from PIL import Image
 
     from signfer.inference.predict import default_model, predict_images
+    from signfer.inference.schema import class_names, prob_columns
     from signfer.models.checkpoint import builtin_models
 
     if not builtin_models():
@@ -80,7 +81,7 @@ def _predict_astronaut(out: Path) -> None:
     if not row["face"]:
         _say("\nREAL FACE: no face found in scikit-image's astronaut()")
         return
-    probs = {c: row[c] for c in df.columns if c not in ("image", "face", "label", "confidence")}
+    probs = {name: row[column] for name, column in zip(class_names(df), prob_columns(df))}
     _say(f"\nREAL FACE: scikit-image's astronaut() (Eileen Collins), built-in model {default_model()}:")
     _say(f"  label {row['label']} ({row['confidence']:.2f}); "
          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(probs.items(), key=lambda kv: -kv[1])))

@@ -1,13 +1,13 @@
-"""Atomic file writes: a killed run never leaves a half-written result behind."""
+"""Atomic file writes (a killed run never leaves a half-written result behind) and the cache folder."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 
@@ -34,6 +34,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def cache_dir() -> Path:
+    """signfer's cache folder: ``$SIGNFER_CACHE``, default ``~/.cache/signfer``."""
+    return Path(os.environ.get("SIGNFER_CACHE", Path.home() / ".cache" / "signfer"))
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from signfer.data.cache import cache_dir, equalize, load_images
+from signfer.data.cache import cache_dir, load_images
+from signfer.data.spec import equalize
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 

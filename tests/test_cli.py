@@ -5,14 +5,18 @@ Every call goes through ``signfer.cli.main([...])``; output is read with capsys.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from fixtures import feph_rows, make_feph, make_manifest
+from fixtures import feph_rows, make_feph, make_manifest, write_video
+from PIL import Image
 
 from signfer.cli import get_parser, main
 from signfer.experiments import runner
@@ -72,7 +76,7 @@ def cv_run(tmp_path_factory, feph_small, tiny_fer):
     """One tiny FT+IP+HF cross-validation through the CLI: (exit status, out folder, argv)."""
     out = tmp_path_factory.mktemp("cv") / "out"
     argv = ["cv", "--dataset", "feph", "--root", str(feph_small), "--init", str(tiny_fer),
-            "--techniques", "ft,ip,hf", "--folds", "3", "--out", str(out), *TINY]
+            "--techniques", "ft,ip,hf", "--folds", "3", "--keep-models", "--out", str(out), *TINY]
     return main(argv), out, argv
 
 
@@ -86,6 +90,16 @@ def test_cv_tiny_run(cv_run, capsys):
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["dataset"]["kind"] == "feph" and cfg["seed"] == 0
     assert cfg["runs"][0]["train"]["epochs"] == 1 and cfg["runs"][0]["train"]["batch_size"] == 16
+
+
+def test_cv_keep_models_saves_each_fold_model(cv_run):
+    from signfer.models.checkpoint import load_meta
+
+    _, out, _ = cv_run
+    models = sorted((out / "runs").rglob("model.safetensors"))
+    assert [m.parent.name for m in models] == ["fold0", "fold1", "fold2"]
+    meta = load_meta(models[0].with_suffix(""))
+    assert meta.techniques == ["ft", "hf", "ip"] and meta.input_size == 32
 
 
 def test_cv_rerun_resumes_without_training(cv_run, capsys):
@@ -310,3 +324,263 @@ def test_export_onnx_parity(tiny_fer, tmp_path, capsys):
     assert target.is_file() and target.with_suffix(".json").is_file()
     diff = float(re.search(r"max \|logit diff\| vs PyTorch: ([0-9.e+-]+)", out).group(1))
     assert diff < 1e-4
+
+
+# --- train, and every consumer of the checkpoint it writes --------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(cv_run, feph_small, tiny_fer, tmp_path_factory):
+    """`signfer train` of the cv run's configuration, epochs from that run, with crop options:
+    (exit status, stdout, checkpoint stem, argv)."""
+    _, cv_out, _ = cv_run
+    stem = tmp_path_factory.mktemp("train") / "feph-tiny"
+    argv = ["train", "--dataset", "feph", "--root", str(feph_small), "--init", str(tiny_fer),
+            "--techniques", "ft,ip,hf", "--epochs-from", str(cv_out), "--margin", "1.6", "--region", "upper",
+            "--out", str(stem), *TINY]
+    buf = io.StringIO()  # capsys is per test; this fixture is per module
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
+        mp.setattr("sys.argv", ["signfer", *argv])  # what the checkpoint records as its command
+        rc = main(argv)
+    return rc, buf.getvalue(), stem, argv
+
+
+def test_train_writes_a_checkpoint_with_its_record(trained, feph_small):
+    from signfer.models.checkpoint import load_meta
+
+    rc, out, stem, argv = trained
+    assert rc == 0
+    assert f"checkpoint: {stem}.safetensors" in out
+    assert stem.with_suffix(".safetensors").is_file() and stem.with_suffix(".json").is_file()
+    meta = load_meta(stem)
+    assert meta.labels == ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
+    assert meta.techniques == ["ft", "hf", "ip"]
+    assert meta.command.startswith("signfer train ") and "--epochs-from" in meta.command
+    assert meta.crop["margin"] == 1.6 and meta.crop["region"] == "upper" and meta.crop["square"] is True
+    assert meta.extra["cv"]["folds"] == 3 and meta.extra["cv"]["run"] == str(argv[argv.index("--epochs-from") + 1])
+    assert meta.data_fingerprint["n_samples"] == 42
+
+
+def test_models_path_shows_one_checkpoint(trained, tiny_fer, capsys):
+    _, _, stem, _ = trained
+    rc, out, err = cli(capsys, "models", stem)
+    assert rc == 0, err
+    for fragment in ("arch mobilenetv2, input 32 px",
+                     "labels (output order): anger, disgust, fear, happiness, sadness, surprise, neutral",
+                     "margin 1.6", "region upper", "techniques: ft+hf+ip", "trained on: FePh",
+                     "data fingerprint: 42 samples", "validation accuracy:",
+                     "epochs from cross-validation:", f"started from {tiny_fer}", "command: signfer train",
+                     "signfer version: "):
+        assert fragment in out, fragment
+    assert "architectures:" not in out  # one model, not the list
+
+
+def test_models_path_of_a_builtin_model(capsys):
+    from signfer.models.checkpoint import builtin_models
+
+    if not builtin_models():
+        pytest.skip("no built-in model")
+    name = next(iter(builtin_models()))
+    rc, out, err = cli(capsys, "models", name)
+    assert rc == 0, err
+    assert out.startswith(name) and "labels (output order):" in out and "crop: " in out
+
+
+def test_models_path_that_is_not_a_checkpoint(tmp_path, capsys):
+    rc, _, err = cli(capsys, "models", tmp_path / "nothing")
+    one_error(rc, err, "no signfer checkpoint")
+
+
+def test_evaluate_a_trained_checkpoint(trained, feph_small, capsys):
+    _, _, stem, _ = trained
+    rc, out, err = cli(capsys, "evaluate", "--dataset", "feph", "--root", feph_small, "--model", stem,
+                       "--backend", "torch")
+    assert rc == 0, err
+    assert re.search(r"\(42 faces\): accuracy [0-9.]+", out), out
+
+
+def test_predict_with_a_trained_checkpoint(trained, feph_small, capsys):
+    _, _, stem, _ = trained
+    png = min((feph_small / "FePh_images").glob("*.png"))
+    rc, out, err = cli(capsys, "predict", png, "--model", stem, "--backend", "torch")
+    assert rc == 0, err
+    df = pd.read_csv(io.StringIO(out))
+    assert [c for c in df.columns if c.startswith("prob_")] == [
+        f"prob_{c}" for c in ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")]
+
+
+@pytest.fixture(scope="module")
+def face_clip(tmp_path_factory):
+    skimage_data = pytest.importorskip("skimage.data")
+    face = np.asarray(Image.fromarray(skimage_data.astronaut()[0:240, 120:330]).resize((70, 80)))
+
+    def images():
+        for i in range(6):
+            image = np.full((120, 160, 3), 90, np.uint8)
+            image[20:100, 30 + 2 * i:100 + 2 * i] = face
+            yield image
+
+    return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", images(), 6)
+
+
+def test_annotate_and_suggest_with_a_trained_checkpoint(trained, face_clip, tmp_path, capsys):
+    _, _, stem, _ = trained
+    rc, out, err = cli(capsys, "annotate", face_clip, "--model", stem, "--backend", "torch",
+                       "--out", tmp_path / "ann")
+    assert rc == 0, err
+    table = pd.read_csv(tmp_path / "ann" / "clip.frames.csv")
+    assert len(table) == 6 and table["face"].all()
+    assert "prob_neutral" in table.columns
+    rc, out, err = cli(capsys, "suggest", face_clip, "--model", stem, "--backend", "torch", "--n", "2",
+                       "--out", tmp_path / "sug")
+    assert rc == 0, err
+    assert (tmp_path / "sug" / "clip.suggest.eaf").is_file()
+    assert "2 frames to annotate first" in out
+
+
+def test_export_onnx_of_a_trained_checkpoint(trained, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    _, _, stem, _ = trained
+    rc, _, err = cli(capsys, "export", "onnx", stem, "--out", tmp_path / "m.onnx")
+    assert rc == 0, err
+    assert (tmp_path / "m.onnx").is_file()
+
+
+def test_video_commands_check_options_before_loading_anything(tmp_path, capsys):
+    # the model and the video do not exist: the option is refused first
+    for argv, fragment in ((["annotate", "--smooth", "0"], "--smooth"), (["suggest", "--n", "0"], "--n"),
+                           (["annotate", "--every", "0"], "--every"),
+                           (["suggest", "--detect-every", "0"], "--detect-every")):
+        rc, _, err = cli(capsys, *argv, tmp_path / "none.mp4", "--model", tmp_path / "none",
+                         "--out", tmp_path / "out")
+        one_error(rc, err, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_annotate_with_a_missing_video_exits_2_after_the_others(trained, face_clip, tmp_path, capsys):
+    _, _, stem, _ = trained
+    rc, out, err = cli(capsys, "annotate", tmp_path / "missing.mp4", face_clip, "--model", stem,
+                       "--backend", "torch", "--out", tmp_path / "ann")
+    one_error(rc, err, "missing.mp4")
+    assert "clip.mp4: 6 frames" in out
+
+
+# --- crop options, --keep-models, --epochs-from: parsing and errors ---------------------------------
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture
+def captured_calls(monkeypatch):
+    """Stop cv, grid and train at the library call and keep its keyword arguments."""
+    import signfer.api
+    import signfer.training.train
+
+    seen = {}
+
+    def capture(name):
+        def stop(*args, **kw):
+            seen[name] = kw
+            raise _Stop
+        return stop
+
+    monkeypatch.setattr(runner, "run_grid", capture("run_grid"))
+    monkeypatch.setattr(signfer.api, "finetune", capture("finetune"))
+    monkeypatch.setattr(signfer.training.train, "finetune", capture("finetune"))
+    return seen
+
+
+@pytest.mark.parametrize("command", ["cv", "grid", "train"])
+def test_crop_options_become_one_crop_spec(command, feph_small, tmp_path, captured_calls, monkeypatch):
+    from signfer.faces.crop import CropSpec
+
+    monkeypatch.setattr("sys.argv", ["signfer", command, "..."])
+    with pytest.raises(_Stop):
+        main([command, "--dataset", "feph", "--root", str(feph_small), "--margin", "1.8", "--no-square",
+              "--align", "--region", "lower", "--out", str(tmp_path / "o"),
+              *(["--keep-models"] if command != "train" else [])])
+    kw = next(iter(captured_calls.values()))
+    assert kw["crop"] == CropSpec(margin=1.8, square=False, align=True, region="lower")
+    assert kw["command"] == f"signfer {command} ..."
+    if command != "train":
+        assert kw["keep_models"] is True
+
+
+def test_no_crop_option_leaves_the_default(feph_small, tmp_path, captured_calls):
+    with pytest.raises(_Stop):
+        main(["cv", "--dataset", "feph", "--root", str(feph_small), "--out", str(tmp_path / "o")])
+    assert captured_calls["run_grid"]["crop"] is None and captured_calls["run_grid"]["keep_models"] is False
+
+
+@pytest.mark.parametrize("command", ["cv", "grid", "train", "evaluate"])
+@pytest.mark.parametrize("argv, fragment", [
+    (["--region", "middle"], "--region must be one of full, upper, lower, got 'middle'"),
+    (["--margin", "0"], "--margin must be > 0"),
+    (["--margin", "nan"], "--margin must be > 0"),
+])
+def test_bad_crop_options_are_one_line_errors(command, argv, fragment, tmp_path, capsys):
+    # the dataset does not exist: the crop option is refused before it is read
+    extra = ["--model", "x"] if command == "evaluate" else ["--out", tmp_path / "o"]
+    rc, _, err = cli(capsys, command, "--dataset", "feph", "--root", tmp_path / "nowhere", *argv, *extra)
+    one_error(rc, err, fragment)
+
+
+def test_train_epochs_from_a_folder_without_runs(feph_small, tiny_fer, tmp_path, capsys):
+    rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", feph_small, "--init", tiny_fer,
+                     "--epochs-from", tmp_path, "--out", tmp_path / "m", *TINY)
+    one_error(rc, err, "no finished folds", "--epochs-from", alone=False)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_train_without_ft_or_head_is_refused(feph_small, tmp_path, capsys):
+    rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", feph_small, "--techniques", "none",
+                     "--out", tmp_path / "m")
+    one_error(rc, err, "'ft' or 'head'")
+
+
+# --- pretrain: its defaults are PretrainConfig's ---------------------------------------------------
+
+def test_pretrain_defaults_come_from_pretrain_config(tmp_path, monkeypatch):
+    import signfer.training.pretrain as pretrain_module
+
+    seen = {}
+
+    def capture(root, out, cfg, **kw):
+        seen["cfg"] = cfg
+
+    monkeypatch.setattr(pretrain_module, "pretrain", capture)
+    assert main(["pretrain", "--dataset", "folder", "--root", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--epochs", "3", "--teacher", "a", "--teacher", "b"]) == 0
+    assert seen["cfg"] == pretrain_module.PretrainConfig(epochs=3, teachers=("a", "b"))
+    args = get_parser().parse_args(["pretrain", "--dataset", "folder", "--root", "r", "--out", "o"])
+    assert args.epochs is None and args.lr is None  # nothing repeated here
+
+
+def test_pretrain_help_shows_pretrain_config_defaults(capsys):
+    from signfer.training.pretrain import PretrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"(default {PretrainConfig.epochs})" in out and f"(default {PretrainConfig.lr})" in out
+
+
+def test_evaluate_crop_options_change_the_model_s_own_crop(trained, feph_small, monkeypatch):
+    from signfer.faces.crop import CropSpec
+    from signfer.inference import predict
+
+    _, _, stem, _ = trained
+    seen = {}
+
+    def capture(table, model, **kw):
+        seen.update(kw)
+        raise _Stop
+
+    monkeypatch.setattr(predict, "evaluate_model", capture)
+    with pytest.raises(_Stop):
+        main(["evaluate", "--dataset", "feph", "--root", str(feph_small), "--model", str(stem), "--align"])
+    # the trained model's margin 1.6 and region upper stay; --align is added
+    assert seen["crop"] == CropSpec(detector="yunet", margin=1.6, region="upper", align=True)
+    with pytest.raises(_Stop):
+        main(["evaluate", "--dataset", "feph", "--root", str(feph_small), "--model", str(stem)])
+    assert seen["crop"] is None  # evaluate_model then uses the model's own

@@ -355,7 +355,27 @@ def test_manifest_without_groups_and_absolute_path(tmp_path):
     table = load_manifest(csv_path)
     assert table.samples["label"].tolist() == ["sadness", "fear"]
     assert table.samples["path"][1] == str(outside)
-    assert table.samples["group"].isna().all()
+    # no group column: each image is its own group
+    assert table.samples["group"].tolist() == table.samples["path"].tolist()
+    assert table.has_groups
+
+
+def test_manifest_without_groups_keeps_the_copies_of_one_image_in_one_group(tmp_path):
+    csv_path = make_manifest(tmp_path, [("a.png", "happy"), ("b.png", "sad"), ("a.png", "surprise")],
+                             header=("path", "label"))
+    table = load_manifest(csv_path)
+    groups = dict(zip(table.samples["source"], table.samples["group"]))
+    assert groups["manifest.csv:2"] == groups["manifest.csv:4"] != groups["manifest.csv:3"]
+    summary = table.summary()
+    assert "groups: none given, each image is its own group" in summary
+    assert "frames of one video need a `group` column" in summary
+
+
+def test_summary_counts_given_groups_and_says_when_there_are_none(tmp_path):
+    grouped = load_manifest(make_manifest(tmp_path / "m", [("a.png", "happy", "v1"), ("b.png", "sad", "v2")]))
+    assert "\ngroups: 2\n" in grouped.summary() and "none given" not in grouped.summary()
+    folder = load_folder(make_folder_dataset(tmp_path / "faces"))
+    assert "\ngroups: none (samples are split independently)\n" in folder.summary()
 
 
 def test_manifest_errors_name_file_and_line(tmp_path):

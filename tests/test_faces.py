@@ -16,6 +16,7 @@ from signfer.faces import (
     DEFAULT_DETECTOR,
     DETECTORS,
     Box,
+    CropSpec,
     check_rgb_image,
     create_detector,
     crop_face,
@@ -275,19 +276,19 @@ def test_crop_of_grayscale_is_rgb():
 
 
 def test_square_region_is_centred_with_margin():
-    # side = max(20, 40) * (1 + 2 * 0.25) = 60 around the centre (20, 30)
-    assert square_region(Box(10, 10, 20, 40), margin=0.25) == (-10, 0, 50, 60)
+    # side = max(20, 40) * 1.5 = 60 around the centre (20, 30)
+    assert square_region(Box(10, 10, 20, 40), margin=1.5) == (-10, 0, 50, 60)
 
 
 def test_crop_cuts_exactly_the_box_at_native_size():
     image = np.random.default_rng(1).integers(0, 256, (80, 100, 3), dtype=np.uint8)
-    out = crop_face(image, Box(30, 20, 40, 40), 40, margin=0.0)
+    out = crop_face(image, Box(30, 20, 40, 40), 40, CropSpec(margin=1.0))
     assert np.array_equal(out, image[20:60, 30:70])
 
 
 def test_crop_at_the_border_is_padded_black():
     image = np.full((100, 100, 3), 255, np.uint8)
-    out = crop_face(image, Box(-20, -10, 40, 40), 40, margin=0.0)
+    out = crop_face(image, Box(-20, -10, 40, 40), 40, CropSpec(margin=1.0))
     assert (out[:10] == 0).all()  # rows above the image
     assert (out[:, :20] == 0).all()  # columns left of the image
     assert (out[10:, 20:] == 255).all()  # the part inside the image
@@ -305,7 +306,7 @@ def test_crop_without_box_only_resizes_and_squashes():
 
 def test_crop_accepts_non_contiguous_views():
     image = np.random.default_rng(2).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    out = crop_face(image[:, ::-1], Box(0, 0, 40, 40), 40, margin=0.0)
+    out = crop_face(image[:, ::-1], Box(0, 0, 40, 40), 40, CropSpec(margin=1.0))
     assert np.array_equal(out, image[:, ::-1])
 
 

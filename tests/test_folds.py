@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures import make_folder_dataset
+from fixtures import make_folder_dataset, make_manifest
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from signfer.data.folder import load_folder
+from signfer.data.manifest import load_manifest
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 from signfer.experiments.folds import (
@@ -113,6 +114,17 @@ def test_folder_dataset_without_groups_uses_stratified_kfold(tmp_path):
         assert np.bincount(y[fold == f]).tolist() == [2, 2, 2]
 
 
+def test_manifest_without_groups_keeps_copies_of_one_image_in_one_fold(tmp_path):
+    # 18 images, 6 of them listed a second time under another label (one face, two expressions)
+    classes = ["happy", "sad", "angry"]
+    rows = [(f"{c}{i}.png", c) for c in classes for i in range(6)]
+    rows += [(f"{c}{i}.png", classes[(j + 1) % 3]) for j, c in enumerate(classes) for i in range(2)]
+    table = load_manifest(make_manifest(tmp_path, rows, header=("path", "label")))
+    for seed in range(3):
+        fold = assign_folds(table, 3, seed)
+        assert (table.samples.assign(fold=fold).groupby("path")["fold"].nunique() == 1).all()
+
+
 # --- check_splittable -------------------------------------------------------
 
 def test_class_with_fewer_members_than_k_is_named():
@@ -185,6 +197,29 @@ def test_folds_file_without_seed_column_and_other_k_is_a_clean_error(table, tmp_
     saved.to_csv(tmp_path / FOLDS_FILE, index=False)
     with pytest.raises(SignferError):
         load_or_make_folds(table, 3, 0, tmp_path)
+
+
+def test_folds_file_made_with_other_groups_is_refused(table, tmp_path):
+    load_or_make_folds(table, 5, 0, tmp_path)
+    first = table.samples.loc[0, "group"]
+    ungrouped = SampleTable(table.samples.assign(group=None), name=table.name)
+    with pytest.raises(SignferError, match=rf"{FOLDS_FILE}: made with other groups.* "
+                                           rf"x\.csv:2: group '{first}' there, none now\); use a new --out"):
+        load_or_make_folds(ungrouped, 5, 0, tmp_path)
+    regrouped = grouped_table()
+    regrouped.samples.loc[0, "group"] = "v99"
+    with pytest.raises(SignferError, match=f"group '{first}' there, 'v99' now"):
+        load_or_make_folds(regrouped, 5, 0, tmp_path)
+
+
+def test_folds_file_without_groups_is_reused_whether_none_is_none_or_nan(tmp_path):
+    t = table_of(["happiness", "neutral"] * 6)
+    fold = load_or_make_folds(t, 3, 0, tmp_path)
+    nan_groups = SampleTable(t.samples.assign(group=np.nan), name=t.name)
+    np.testing.assert_array_equal(load_or_make_folds(nan_groups, 3, 0, tmp_path), fold)
+    grouped = SampleTable(t.samples.assign(group=t.samples["path"]), name=t.name)
+    with pytest.raises(SignferError, match="other groups"):
+        load_or_make_folds(grouped, 3, 0, tmp_path)
 
 
 # --- inner_split ------------------------------------------------------------

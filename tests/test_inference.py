@@ -148,7 +148,7 @@ def test_predict_images_on_face_crops(ckpt, tmp_path):
         Image.fromarray(crops(1, seed=i)[0]).resize((side, side)).save(paths[-1])
     df = predict_images(paths, str(ckpt), backend="torch")
     assert df["image"].tolist() == paths
-    probs = df[LABELS].to_numpy()
+    probs = df[[f"prob_{c}" for c in LABELS]].to_numpy()
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
     assert df["label"].tolist() == [LABELS[k] for k in probs.argmax(1)]
     assert np.allclose(df["confidence"], probs.max(1))
@@ -195,7 +195,7 @@ def test_cli_predict_json(biased_ckpt, tmp_path, capsys):
     records = json.loads(out)
     assert len(records) == 1 and records[0]["image"] == str(png)
     assert records[0]["label"] == FAVOURED
-    assert sum(records[0][c] for c in LABELS) == pytest.approx(1, abs=1e-4)
+    assert sum(records[0][f"prob_{c}"] for c in LABELS) == pytest.approx(1, abs=1e-4)
 
 
 def test_cli_annotate_writes_table_and_eaf(biased_ckpt, face_video, tmp_path, capsys):
@@ -244,7 +244,7 @@ def annotate_with_a_bad_input(ckpt, video, tmp_path, capsys) -> tuple[int, str, 
 def test_cli_annotate_bad_input_is_an_error_and_the_rest_is_done(
         ckpt, face_video, tmp_path, capsys):
     rc, err, bad, out = annotate_with_a_bad_input(ckpt, face_video, tmp_path, capsys)
-    assert rc == 1
+    assert rc == 2
     lines = [line for line in err.splitlines() if line.startswith("signfer: error:")]
     assert len(lines) == 1 and str(bad) in lines[0]
     assert len(pd.read_csv(out / "face_clip.frames.csv")) == VIDEO_FRAMES
@@ -256,7 +256,7 @@ def test_cli_annotate_bad_input_is_one_line_on_stderr(ckpt, face_video, tmp_path
     # As in a real `signfer` process: no logging handler anywhere (pytest adds its own).
     monkeypatch.setattr(logging.getLogger(), "handlers", [])
     rc, err, bad, _ = annotate_with_a_bad_input(ckpt, face_video, tmp_path, capsys)
-    assert rc == 1
+    assert rc == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, lines
     assert lines[0].startswith("signfer: error:") and str(bad) in lines[0]
@@ -288,7 +288,7 @@ def test_cli_suggest_passes_detect_every_on(ckpt, face_video, tmp_path, capsys):
 def test_annotate_real_clip(ckpt, shared, tmp_path):
     from signfer.faces import create_detector
     from signfer.inference.annotate import annotate_video
-    from signfer.inference.video import probe
+    from signfer.video import probe
 
     clip = shared / "data" / "videos" / "asl_soup.mp4"
     if not clip.exists():

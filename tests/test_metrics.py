@@ -12,7 +12,6 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_s
 from signfer.errors import SignferError
 from signfer.metrics import aggregate, compute_metrics, paired_tests
 
-
 # ---------------------------------------------------------------- compute_metrics
 
 

@@ -6,6 +6,7 @@ runs once per module; the other tests read its folder or copy it.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -16,9 +17,12 @@ import torch
 import yaml
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
+import signfer.training.fit as fit_module
 from signfer.config import RunSpec, TrainConfig
 from signfer.data import load_dataset
 from signfer.data.cache import load_images
+from signfer.data.spec import PreprocessSpec
+from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 from signfer.experiments import runner
 from signfer.experiments.grid import Grid, grid_from_yaml, named_grid
@@ -26,7 +30,6 @@ from signfer.experiments.runner import fold_dir, run_grid
 from signfer.labels import canonical
 from signfer.models.checkpoint import load_model
 from signfer.training.loop import extract_features
-from signfer.training.preprocess import Preprocess
 
 SIZE = 32
 K = 3
@@ -159,7 +162,7 @@ def test_zero_shot_maps_the_checkpoint_labels_by_name(grid_run, table, tiny_fer)
     model, meta = load_model(tiny_fer)
     images = torch.from_numpy(load_images(table, meta.input_size, progress=False))
     with torch.inference_mode():
-        logits = model(Preprocess(tuple(meta.mean), tuple(meta.std))(images))
+        logits = model(PreprocessSpec(tuple(meta.mean), tuple(meta.std))(images))
     # FER2013 order in the checkpoint, canonical order in the data
     order = [[canonical(m) for m in meta.labels].index(c) for c in table.classes]
     expected = torch.softmax(logits[:, order], 1).numpy()
@@ -257,6 +260,10 @@ def test_kill_during_a_fold_loses_only_that_fold(table, tiny_fer, tmp_path, monk
 def test_resume_with_other_folds_is_refused(table, tiny_fer, tmp_path):
     out = tmp_path / "out"
     run_grid(table, make_grid(tiny_fer, zero_shot_only=True), out, log=Log())
+    with pytest.raises(SignferError, match=r"config\.yaml: folds was 3, now 2"):
+        run_grid(table, make_grid(tiny_fer, zero_shot_only=True, folds=2), out, log=Log())
+    # folds.csv alone refuses too, e.g. in a folder whose config.yaml was lost
+    (out / "config.yaml").unlink()
     with pytest.raises(SignferError, match="folds.csv"):
         run_grid(table, make_grid(tiny_fer, zero_shot_only=True, folds=2), out, log=Log())
 
@@ -269,22 +276,117 @@ def test_refused_resume_leaves_config_yaml_alone(table, tiny_fer, tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 0
 
 
-def test_cached_features_belong_to_the_folds_own_backbone(table, tmp_path, monkeypatch):
-    spec = RunSpec("HEAD", "mobilenetv2", "random", ("head",), TRAIN)
-    grid = Grid((spec,), folds=2, seed=0, input_size=SIZE, train=TRAIN)
+@pytest.fixture(scope="module")
+def zero_shot_run(tmp_path_factory, table, tiny_fer):
+    """A finished zero-shot run folder to copy, and its grid."""
+    out = tmp_path_factory.mktemp("zero-shot") / "out"
+    grid = make_grid(tiny_fer, zero_shot_only=True)
+    run_grid(table, grid, out, log=Log())
+    return out, grid
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    return out
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"input_size": 48}, "input_size was 32, now 48"),
+    ({"crop_faces": "yunet"}, "crop_faces was None, now 'yunet'"),
+    ({"dataset": {"name": "FePh", "keep_none": True}}, "dataset.keep_none was not recorded, now True"),
+])
+def test_resume_with_other_settings_is_refused_and_keeps_config_yaml(zero_shot_run, table, tmp_path,
+                                                                     change, message):
+    out = copy_of(zero_shot_run[0], tmp_path)
+    before = (out / "config.yaml").read_bytes()
+    grid = dataclasses.replace(zero_shot_run[1], input_size=change.pop("input_size", SIZE))
+    with pytest.raises(SignferError) as refused:
+        run_grid(table, grid, out, log=Log(), **change)
+    text = str(refused.value)
+    assert f"{out / 'config.yaml'}: {message}" in text and "new --out" in text and "\n" not in text
+    assert (out / "config.yaml").read_bytes() == before
+
+
+@pytest.mark.parametrize("grouping", ["none", "one per frame"])
+def test_resume_with_other_groups_is_refused_and_keeps_config_yaml(zero_shot_run, table, tmp_path, grouping):
+    out = copy_of(zero_shot_run[0], tmp_path)
+    before = (out / "config.yaml").read_bytes()
+    groups = None if grouping == "none" else table.samples["path"]
+    regrouped = SampleTable(table.samples.assign(group=groups), name=table.name, classes=table.classes)
+    with pytest.raises(SignferError, match=r"folds\.csv: .*group"):
+        run_grid(regrouped, zero_shot_run[1], out, log=Log())
+    assert (out / "config.yaml").read_bytes() == before
+
+
+def test_resume_with_the_same_settings_skips_every_fold(zero_shot_run, table, tmp_path, monkeypatch):
+    out = copy_of(zero_shot_run[0], tmp_path)
+    # settings that do not change results may differ
+    monkeypatch.setattr(runner.torch, "get_num_threads", lambda: 7)
+    monkeypatch.setattr(runner, "__version__", "0.0.0+other")
+    log = Log()
+    results = run_grid(table, zero_shot_run[1], out, log=log)
+    assert [m.endswith("done before, skipped") for m in log] == [True] * K
+    assert results["fold"].tolist() == list(range(K))
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert (cfg["torch_threads"], cfg["signfer_version"], cfg["input_size"]) == (7, "0.0.0+other", SIZE)
+
+
+@pytest.mark.parametrize("content", [b"folds: [3\n", b"- a list\n", b"", b"\xff\xfe\x00"])
+def test_damaged_config_yaml_is_a_clean_error_naming_it(zero_shot_run, table, tmp_path, content):
+    out = copy_of(zero_shot_run[0], tmp_path)
+    (out / "config.yaml").write_bytes(content)
+    with pytest.raises(SignferError, match=rf"^{out / 'config.yaml'}: .*new --out") as refused:
+        run_grid(table, zero_shot_run[1], out, log=Log())
+    assert "\n" not in str(refused.value)
+    assert (out / "config.yaml").read_bytes() == content
+
+
+def _watch_features(monkeypatch) -> tuple[list[bool], list[bool]]:
+    """Record each backbone pass of ``fit`` (its ``flip``), and per fit whether the
+    cached plain features afterwards are this fit's own backbone's."""
+    passes: list[bool] = []
+    own: list[bool] = []
+
+    def counting(model, images, preprocess, batch_size=256, flip=False):
+        passes.append(flip)
+        return extract_features(model, images, preprocess, batch_size, flip)
+
     real_fit = runner.fit
-    stale = []
 
     def checking_fit(model, images, y, train_idx, val_idx, *, preprocess, cache, cache_key, **kw):
+        expected = extract_features(model, images, preprocess)  # before training touches the model
+        result = real_fit(model, images, y, train_idx, val_idx, preprocess=preprocess, cache=cache,
+                          cache_key=cache_key, **kw)
         cached = cache.get(("features", *cache_key, False))
-        if cached is not None:
-            stale.append(not torch.allclose(cached, extract_features(model, images, preprocess)))
-        return real_fit(model, images, y, train_idx, val_idx, preprocess=preprocess, cache=cache,
-                        cache_key=cache_key, **kw)
+        own.append(cached is not None and torch.allclose(cached, expected))
+        return result
 
+    monkeypatch.setattr(fit_module, "extract_features", counting)
     monkeypatch.setattr(runner, "fit", checking_fit)
+    return passes, own
+
+
+def test_each_fold_of_a_random_init_caches_its_own_backbones_features(table, tmp_path, monkeypatch):
+    # a random init draws another backbone per fold: sharing features across
+    # folds would train every fold's head on the first fold's backbone
+    spec = RunSpec("HEAD", "mobilenetv2", "random", ("head",), TRAIN)
+    grid = Grid((spec,), folds=2, seed=0, input_size=SIZE, train=TRAIN)
+    passes, own = _watch_features(monkeypatch)
     run_grid(table, grid, tmp_path / "out", log=Log())
-    assert stale == [False] * len(stale)
+    assert passes == [False, False]  # one backbone pass per fold
+    assert own == [True, True]
+
+
+def test_features_of_a_checkpoint_are_computed_once_for_all_folds_and_configurations(
+        table, tiny_fer, tmp_path, monkeypatch):
+    runs = (RunSpec("HEAD", "mobilenetv2", str(tiny_fer), ("head",), TRAIN),
+            RunSpec("HEAD+HF", "mobilenetv2", str(tiny_fer), ("head", "hf"), TRAIN))
+    grid = Grid(runs, folds=2, seed=0, input_size=SIZE, train=TRAIN)
+    passes, own = _watch_features(monkeypatch)
+    run_grid(table, grid, tmp_path / "out", log=Log())
+    assert sorted(passes) == [False, True]  # plain once, mirrored once, for 4 fits
+    assert own == [True] * 4
 
 
 def test_configurations_whose_names_slug_alike_do_not_share_folders(table, tiny_fer, tmp_path):
@@ -357,6 +459,13 @@ def test_yaml_settings_and_per_config_train(tmp_path, tiny_fer):
     assert grid.runs[1].techniques == ("ft", "ip")
 
 
+def test_yaml_shift_with_a_head_only_config_is_refused(tmp_path):
+    p = write_yaml(tmp_path / "g.yaml", {"archs": ["mobilenetv2"], "train": {"shift": 2},
+                                         "configs": [{"techniques": ["ft"]}, {"techniques": ["head"]}]})
+    with pytest.raises(SignferError, match=r"HEAD: shift=2 would never apply"):
+        grid_from_yaml(p)
+
+
 def test_yaml_repeated_names_are_an_error(tmp_path):
     p = write_yaml(tmp_path / "g.yaml", {"archs": ["mobilenetv2"],
                                          "configs": [{"techniques": ["ft"]}, {"techniques": ["ft"]}]})
@@ -376,9 +485,9 @@ def test_valid_yaml_grid_runs(table, tiny_fer, tmp_path):
 
 
 def test_paper_grid_starts_each_arch_from_its_fer_model_when_one_ships(monkeypatch):
-    import signfer.experiments.grid as grid_mod
+    import signfer.models.checkpoint as checkpoint_mod
 
-    monkeypatch.setattr(grid_mod, "builtin_models", lambda: {"mobilenetv2-fer": Path("x")})
+    monkeypatch.setattr(checkpoint_mod, "builtin_models", lambda: {"mobilenetv2-fer": Path("x")})
     grid = named_grid("paper")
     by_arch = {a: [r for r in grid.runs if r.arch == a] for a in ("mobilenetv2", "efficientnet_lite0")}
     # with a FER model: the paper's 7 rows, the first zero-shot; without: no zero-shot row

@@ -6,9 +6,9 @@ import pytest
 import torch
 from fixtures import make_folder_dataset
 
+from signfer.data.spec import PreprocessSpec
 from signfer.errors import SignferError
 from signfer.models.checkpoint import load_model
-from signfer.training.preprocess import Preprocess
 from signfer.training.pretrain import PretrainConfig, pretrain
 from signfer.training.teacher import Teachers
 
@@ -24,7 +24,7 @@ def checkpoint(tmp_path_factory):
 
 
 def _direct(model, meta, pixels):
-    prep = Preprocess(tuple(meta.mean), tuple(meta.std))
+    prep = PreprocessSpec(tuple(meta.mean), tuple(meta.std))
     with torch.no_grad():
         views = [prep(pixels), prep(pixels, torch.ones(len(pixels), dtype=torch.bool))]
         return sum(torch.softmax(model(v), 1) for v in views) / 2
@@ -36,8 +36,8 @@ def test_teacher_probabilities_follow_the_students_label_order(checkpoint):
     expected = _direct(model, meta, pixels)  # columns in the checkpoint's order
     student_classes = list(reversed(meta.labels))
     # the student normalises differently: the teacher must undo that first
-    student = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    got = Teachers([str(checkpoint)], student_classes)(student(pixels), student.mean, student.std)
+    student = PreprocessSpec((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    got = Teachers([str(checkpoint)], student_classes)(student(pixels), student)
     assert got.shape == (5, 3)
     assert torch.allclose(got, expected.flip(1), atol=1e-4)
     assert torch.allclose(got.sum(1), torch.ones(5), atol=1e-5)
@@ -45,7 +45,7 @@ def test_teacher_probabilities_follow_the_students_label_order(checkpoint):
 
 def test_teacher_resizes_a_batch_of_another_size(checkpoint):
     pixels = torch.randint(0, 256, (2, 48, 48, 3), dtype=torch.uint8)
-    got = Teachers([str(checkpoint)] * 2, ["anger", "happiness", "neutral"])(Preprocess()(pixels), None, None)
+    got = Teachers([str(checkpoint)] * 2, ["anger", "happiness", "neutral"])(PreprocessSpec()(pixels), PreprocessSpec())
     assert got.shape == (2, 3) and torch.isfinite(got).all()
 
 

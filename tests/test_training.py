@@ -13,12 +13,19 @@ import torch
 from torch import nn
 
 import signfer.training.fit as fit_module
-from signfer.config import TrainConfig
+from signfer.config import RunSpec, TrainConfig
+from signfer.data.spec import PreprocessSpec
+from signfer.errors import SignferError
 from signfer.models.checkpoint import build_model
 from signfer.models.registry import create_model, set_backbone_trainable, train_mode
 from signfer.training.fit import balanced_order, class_weights, fit
 from signfer.training.loop import evaluate, extract_features, train_one_epoch
-from signfer.training.preprocess import Preprocess, channel_stats, cutmix, random_affine, random_shift
+from signfer.training.preprocess import (
+    channel_stats,
+    cutmix,
+    random_affine,
+    random_shift,
+)
 
 SIZE = 32
 CLASSES = ["anger", "happiness", "neutral"]
@@ -133,7 +140,7 @@ def batch_u8(n: int = 4, seed: int = 0) -> torch.Tensor:
 def test_preprocess_without_ip_scales_to_unit_range():
     b = batch_u8()
     keep = b.clone()
-    x = Preprocess()(b)
+    x = PreprocessSpec()(b)
     assert x.shape == (4, 3, 8, 8) and x.dtype == torch.float32
     torch.testing.assert_close(x, b.permute(0, 3, 1, 2).float() / 255.0, rtol=0, atol=0)
     assert torch.equal(b, keep)  # input untouched
@@ -143,7 +150,7 @@ def test_preprocess_without_ip_scales_to_unit_range():
 def test_preprocess_normalisation_matches_manual():
     b = batch_u8()
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    x = Preprocess(mean, std)(b)
+    x = PreprocessSpec(mean, std)(b)
     manual = b.numpy().astype(np.float64) / 255.0
     manual = ((manual - np.array(mean)) / np.array(std)).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(x.numpy(), manual, atol=1e-5)
@@ -152,8 +159,8 @@ def test_preprocess_normalisation_matches_manual():
 def test_preprocess_flip_mask_flips_exactly_those_samples():
     b = batch_u8()
     mask = torch.tensor([True, False, True, False])
-    x = Preprocess((0.5,) * 3, (0.25,) * 3)(b, mask)
-    plain = Preprocess((0.5,) * 3, (0.25,) * 3)(b)
+    x = PreprocessSpec((0.5,) * 3, (0.25,) * 3)(b, mask)
+    plain = PreprocessSpec((0.5,) * 3, (0.25,) * 3)(b)
     for i in range(4):
         expected = plain[i].flip(-1) if mask[i] else plain[i]  # -1: width (left-right)
         torch.testing.assert_close(x[i], expected, rtol=0, atol=0)
@@ -163,9 +170,9 @@ def test_preprocess_flip_mask_flips_exactly_those_samples():
 
 
 def test_preprocess_output_is_channels_last():
-    x = Preprocess()(batch_u8())
+    x = PreprocessSpec()(batch_u8())
     assert x.is_contiguous(memory_format=torch.channels_last)
-    x = Preprocess((0.1,) * 3, (0.2,) * 3)(batch_u8(), torch.tensor([True, False, False, True]))
+    x = PreprocessSpec((0.1,) * 3, (0.2,) * 3)(batch_u8(), torch.tensor([True, False, False, True]))
     assert x.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -236,7 +243,7 @@ def test_fit_head_only_leaves_the_backbone_untouched(data):
     model = new_model()
     backbone0, head0 = split_state(model)
     result = fit(model, images, y, tr, va, techniques=("head",), cfg=TrainConfig(epochs=2, batch_size=16),
-                 preprocess=Preprocess(), seed=0)
+                 preprocess=PreprocessSpec(), seed=0)
     assert result.model is model
     backbone1, head1 = split_state(result.model)
     assert same(backbone0, backbone1)  # weights and BatchNorm buffers
@@ -264,7 +271,7 @@ def test_fit_ft_changes_the_backbone(data, monkeypatch):
     monkeypatch.setattr(fit_module, "evaluate", scripted_evaluate([(0.1, 2.0), (0.9, 0.5)], snapshots))
     model = new_model()
     backbone0, _ = split_state(model)
-    result = fit(model, images, y, tr[:16], va, techniques=("ft",), cfg=CFG, preprocess=Preprocess(), seed=0)
+    result = fit(model, images, y, tr[:16], va, techniques=("ft",), cfg=CFG, preprocess=PreprocessSpec(), seed=0)
     assert [h["stage"] for h in result.history] == ["head", "all"]
     assert result.best_epoch == 1
     backbone1, _ = split_state(result.model)
@@ -284,7 +291,7 @@ def test_early_stopping_keeps_the_best_validation_epoch(data, monkeypatch):
     monkeypatch.setattr(fit_module, "evaluate", scripted_evaluate(script, snapshots))
     model = new_model()
     cfg = TrainConfig(head_epochs=1, epochs=8, batch_size=16, patience=2, lr=5e-3)
-    result = fit(model, images, y, tr[:8], va, techniques=("ft",), cfg=cfg, preprocess=Preprocess(), seed=0)
+    result = fit(model, images, y, tr[:8], va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
     stage2 = [h for h in result.history if h["stage"] == "all"]
     assert [h["epoch"] for h in stage2] == [1, 2, 3, 4, 5]  # stopped after 2 stale epochs
     assert [h["val_accuracy"] for h in stage2] == [0.5, 0.7, 0.7, 0.7, 0.6]
@@ -304,7 +311,7 @@ def test_early_stopping_with_no_improvement_keeps_the_warmed_up_model(data, monk
     snapshots: list[dict] = []
     monkeypatch.setattr(fit_module, "evaluate", scripted_evaluate(script, snapshots))
     cfg = TrainConfig(head_epochs=1, epochs=8, batch_size=16, patience=2, lr=5e-3)
-    result = fit(new_model(), images, y, tr[:8], va, techniques=("ft",), cfg=cfg, preprocess=Preprocess(), seed=0)
+    result = fit(new_model(), images, y, tr[:8], va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
     assert result.best_epoch == 0
     assert len([h for h in result.history if h["stage"] == "all"]) == 4
     assert same(result.model.state_dict(), snapshots[0])
@@ -317,7 +324,7 @@ def test_patience_counts_from_the_stage_own_best_after_a_dip(data, monkeypatch):
     snapshots: list[dict] = []
     monkeypatch.setattr(fit_module, "evaluate", scripted_evaluate(script, snapshots))
     cfg = TrainConfig(head_epochs=1, epochs=8, batch_size=16, patience=2, lr=5e-3)
-    result = fit(new_model(), images, y, tr[:8], va, techniques=("ft",), cfg=cfg, preprocess=Preprocess(), seed=0)
+    result = fit(new_model(), images, y, tr[:8], va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
     assert [h["val_accuracy"] for h in result.history if h["stage"] == "all"] == [0.4, 0.5, 0.7, 0.65, 0.6]
     assert result.best_epoch == 3 and result.best_val_accuracy == 0.7
     assert same(result.model.state_dict(), snapshots[3])
@@ -326,10 +333,10 @@ def test_patience_counts_from_the_stage_own_best_after_a_dip(data, monkeypatch):
 def test_real_early_stopping_history_agrees_with_best_epoch(data):
     images, y, tr, va = data
     cfg = TrainConfig(head_epochs=1, epochs=2, batch_size=16, patience=5)
-    result = fit(new_model(), images, y, tr[:24], va, techniques=("ft",), cfg=cfg, preprocess=Preprocess(), seed=0)
+    result = fit(new_model(), images, y, tr[:24], va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
     stage2 = [h for h in result.history if h["stage"] == "all"]
     assert len(stage2) == 2
-    final = evaluate(result.model, images[va], torch.as_tensor(y[va]), Preprocess(), nn.CrossEntropyLoss())
+    final = evaluate(result.model, images[va], torch.as_tensor(y[va]), PreprocessSpec(), nn.CrossEntropyLoss())
     assert final["accuracy"] == result.best_val_accuracy
     if result.best_epoch:
         best = stage2[result.best_epoch - 1]
@@ -343,20 +350,20 @@ def test_real_early_stopping_history_agrees_with_best_epoch(data):
 def test_head_only_keeps_the_best_head_epoch(data):
     images, y, tr, va = data
     cfg = TrainConfig(epochs=4, batch_size=16, patience=10, head_lr=3e-2)
-    result = fit(new_model(), images, y, tr, va, techniques=("head",), cfg=cfg, preprocess=Preprocess(), seed=0)
+    result = fit(new_model(), images, y, tr, va, techniques=("head",), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
     assert len(result.history) == 4
     best = result.history[result.best_epoch - 1]
     assert best["val_accuracy"] == result.best_val_accuracy
     assert all((best["val_accuracy"], -best["val_loss"]) >= (h["val_accuracy"], -h["val_loss"])
                for h in result.history)
-    final = evaluate(result.model, images[va], torch.as_tensor(y[va]), Preprocess(), nn.CrossEntropyLoss())
+    final = evaluate(result.model, images[va], torch.as_tensor(y[va]), PreprocessSpec(), nn.CrossEntropyLoss())
     assert final["accuracy"] == best["val_accuracy"]
     assert final["loss"] == pytest.approx(best["val_loss"], rel=1e-4, abs=1e-5)
 
 
 def test_fit_is_reproducible(data):
     images, y, tr, va = data
-    kw = {"techniques": ("ft", "hf"), "cfg": CFG, "preprocess": Preprocess(), "seed": 5}
+    kw = {"techniques": ("ft", "hf"), "cfg": CFG, "preprocess": PreprocessSpec(), "seed": 5}
     a = fit(new_model(), images, y, tr[:20], va, **kw)
     b = fit(new_model(), images, y, tr[:20], va, **kw)
     assert same(a.model.state_dict(), b.model.state_dict())
@@ -376,8 +383,8 @@ def test_class_statistics_come_from_the_training_part_only(data, monkeypatch):
     monkeypatch.setattr(fit_module, "class_weights", spy("cw", class_weights))
     monkeypatch.setattr(fit_module, "balanced_order", spy("ws", balanced_order))
     cfg = TrainConfig(epochs=1, batch_size=16)
-    fit(new_model(), images, y, tr, va, techniques=("head", "cw"), cfg=cfg, preprocess=Preprocess(), seed=0)
-    fit(new_model(), images, y, tr, va, techniques=("head", "ws"), cfg=cfg, preprocess=Preprocess(), seed=0)
+    fit(new_model(), images, y, tr, va, techniques=("head", "cw"), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
+    fit(new_model(), images, y, tr, va, techniques=("head", "ws"), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
     np.testing.assert_array_equal(seen["cw"], y[tr])
     np.testing.assert_array_equal(seen["ws"], y[tr])
 
@@ -396,21 +403,21 @@ def test_feature_cache_is_computed_once_and_reused(data, monkeypatch):
     cache: dict = {}
     key = ("random-seed0", "mobilenetv2", SIZE)
     cfg = TrainConfig(epochs=1, batch_size=16)
-    fit(new_model(), images, y, tr, va, techniques=("head", "hf"), cfg=cfg, preprocess=Preprocess(),
+    fit(new_model(), images, y, tr, va, techniques=("head", "hf"), cfg=cfg, preprocess=PreprocessSpec(),
         seed=0, cache=cache, cache_key=key)
     assert sorted(calls) == [False, True]  # plain and mirrored features
-    fit(new_model(), images, y, tr, va, techniques=("head", "hf"), cfg=cfg, preprocess=Preprocess(),
+    fit(new_model(), images, y, tr, va, techniques=("head", "hf"), cfg=cfg, preprocess=PreprocessSpec(),
         seed=1, cache=cache, cache_key=key)
     assert len(calls) == 2  # nothing recomputed
     # the cached features are the frozen backbone's
-    reference = extract_features(new_model(), images, Preprocess())
+    reference = extract_features(new_model(), images, PreprocessSpec())
     torch.testing.assert_close(cache[("features", *key, False)], reference)
     # another key (e.g. other preprocessing) is computed anew
-    fit(new_model(), images, y, tr, va, techniques=("head",), cfg=cfg, preprocess=Preprocess((0.5,) * 3, (0.2,) * 3),
+    fit(new_model(), images, y, tr, va, techniques=("head",), cfg=cfg, preprocess=PreprocessSpec((0.5,) * 3, (0.2,) * 3),
         seed=0, cache=cache, cache_key=(*key, "ip"))
     assert len(calls) == 3
     # without a cache every call computes
-    fit(new_model(), images, y, tr, va, techniques=("head",), cfg=cfg, preprocess=Preprocess(), seed=0)
+    fit(new_model(), images, y, tr, va, techniques=("head",), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
     assert len(calls) == 4
 
 
@@ -444,8 +451,33 @@ def test_mix_hook_feeds_its_targets_to_the_loss():
 
     images = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8)
     stats = train_one_epoch(model, images, torch.zeros(8, dtype=torch.long), optimizer=torch.optim.SGD(
-        model.parameters(), lr=0.01), loss_fn=loss_fn, preprocess=Preprocess(), batch_size=4,
+        model.parameters(), lr=0.01), loss_fn=loss_fn, preprocess=PreprocessSpec(), batch_size=4,
         generator=torch.Generator().manual_seed(0), mix=mix)
     assert len(seen) == 2 and all(t.shape == (4, 3) for t in seen)
     assert torch.allclose(seen[0][0], torch.tensor([0.25, 0.25, 0.5]))
     assert stats["n"] == 8
+
+
+# --- settings that a technique would ignore ---------------------------------------
+
+def test_shift_is_refused_where_only_the_head_trains():
+    # 'head' trains on cached backbone features, where no image is shifted
+    with pytest.raises(SignferError, match=r"^HEAD: shift=4 would never apply: technique 'head'"):
+        RunSpec("HEAD", "mobilenetv2", "imagenet", ("head", "hf"), TrainConfig(shift=4))
+    RunSpec("HEAD", "mobilenetv2", "imagenet", ("head",), TrainConfig())
+    RunSpec("FT", "mobilenetv2", "imagenet", ("ft",), TrainConfig(shift=4))  # the all-layers stage shifts
+
+
+def test_fit_shifts_the_all_layers_stage_only(data, monkeypatch):
+    images, y, tr, va = data
+    shifts = []
+    real = fit_module.train_one_epoch
+
+    def recording(*a, shift=0, **k):
+        shifts.append(shift)
+        return real(*a, shift=shift, **k)
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", recording)
+    cfg = TrainConfig(head_epochs=1, epochs=1, batch_size=16, shift=3)
+    fit(new_model(), images, y, tr, va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
+    assert shifts == [3]  # one all-layers epoch; the warm-up ran on cached features

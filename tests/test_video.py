@@ -13,15 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from fixtures import write_video
 
 from signfer.errors import SignferError
-from signfer.faces.crop import Box
+from signfer.faces.crop import Box, crop_face
 from signfer.inference.annotate import annotate_frames, annotate_many, annotate_video
 from signfer.inference.smoothing import smooth_probs
 from signfer.inference.uncertainty import entropy, margin, rank_uncertain
-from signfer.inference.video import iter_frames, probe
+from signfer.video import iter_frames, probe
 
 N_FRAMES, WIDTH, HEIGHT, FPS = 30, 64, 48, 10
 LABELS = ("anger", "happiness", "neutral")
@@ -73,9 +72,13 @@ class FakeClassifier:
 
     labels = LABELS
     input_size = 32
+    name = "fake-model"
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+
+    def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
+        return crop_face(image, box, self.input_size)
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         assert crops.dtype == np.uint8 and crops.shape[1:] == (32, 32, 3)

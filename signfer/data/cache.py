@@ -9,27 +9,29 @@ mode; it lives in ``$SIGNFER_CACHE`` (default ``~/.cache/signfer``).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
-from signfer.faces.crop import crop_face, largest
-from signfer.io import atomic_path
+from signfer.faces.crop import CropSpec, crop_face, largest
+from signfer.io import atomic_path, cache_dir
 
 CACHE_VERSION = "1"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("SIGNFER_CACHE", Path.home() / ".cache" / "signfer"))
-
-
-def _key(paths: list[str], size: int, crop_faces: str | None) -> str:
-    h = hashlib.sha1(f"{CACHE_VERSION}|{size}|{crop_faces}".encode())
+def _key(paths: list[str], size: int, crop_faces: str | None, crop: CropSpec) -> str:
+    # Only what changes the crops counts: the framing is for cutting video
+    # faces and the detector is ``crop_faces``. The default crop keeps the key
+    # it had before crop specs existed, so caches built then are still found.
+    crop = replace(crop, framing=None, detector=None)
+    spec = "" if crop == CropSpec() else "|" + json.dumps(crop.to_dict(), sort_keys=True)
+    h = hashlib.sha1(f"{CACHE_VERSION}|{size}|{crop_faces}{spec}".encode())
     for p in paths:
         try:
             st = os.stat(p)
@@ -56,6 +58,7 @@ def load_images(
     size: int,
     *,
     crop_faces: str | None = None,
+    crop: CropSpec | None = None,
     use_cache: bool = True,
     progress: bool = True,
 ) -> np.ndarray:
@@ -68,12 +71,15 @@ def load_images(
             name of a face detector (see :mod:`signfer.faces`) that finds the face in
             each image, which :func:`signfer.faces.crop.crop_face` then cuts out. An
             image where no face is found is kept whole and counted.
+        crop: how faces are cut (margin, alignment, region); default: the
+            default :class:`~signfer.faces.crop.CropSpec`.
         use_cache: read and write the on-disk cache.
         progress: print progress to stderr.
     """
     paths = table.samples["path"].tolist()
     sources = table.samples["source"].tolist()
-    path = cache_dir() / f"images-{size}px-{_key(paths, size, crop_faces)}.npy"
+    crop = crop or CropSpec()
+    path = cache_dir() / f"images-{size}px-{_key(paths, size, crop_faces, crop)}.npy"
     if use_cache and path.exists():
         return np.load(path)
     detector = None
@@ -89,7 +95,7 @@ def load_images(
         if detector is not None:
             box = largest(detector.detect(image))
             no_face += box is None
-        out[i] = crop_face(image, box, size)
+        out[i] = crop_face(image, box, size, crop)
         if progress and (i + 1) % 2000 == 0:
             print(f"  decoded {i + 1}/{len(paths)} images", file=sys.stderr, flush=True)
     if detector is not None and no_face:
@@ -99,18 +105,4 @@ def load_images(
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, out)
-    return out
-
-
-def equalize(images: np.ndarray) -> np.ndarray:
-    """Histogram equalisation of each image's luminance (technique ``he``).
-
-    The Y channel of YCbCr is equalised with PIL and the colour kept. Each
-    image is equalised on its own, so no statistic crosses a split. (PIL leaves
-    images under about 16x16 pixels unchanged: too few pixels per level.)
-    """
-    out = np.empty_like(images)
-    for i, im in enumerate(images):
-        y, cb, cr = Image.fromarray(im).convert("YCbCr").split()
-        out[i] = np.asarray(Image.merge("YCbCr", (ImageOps.equalize(y), cb, cr)).convert("RGB"))
     return out

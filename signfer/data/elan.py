@@ -34,9 +34,9 @@ from signfer.errors import SignferError
 from signfer.export.tables import write_table
 from signfer.faces.base import Detector
 from signfer.faces.crop import crop_face, largest
-from signfer.inference.video import Frame, iter_frames
 from signfer.io import atomic_path
 from signfer.labels import canonical
+from signfer.video import Frame, iter_frames
 
 log = logging.getLogger(__name__)
 

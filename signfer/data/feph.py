@@ -24,7 +24,12 @@ import os
 import re
 from pathlib import Path
 
-from signfer.data.manifest import build_table, path_inside, raise_missing, read_csv_records
+from signfer.data.manifest import (
+    build_table,
+    path_inside,
+    raise_missing,
+    read_csv_records,
+)
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 from signfer.labels import FEPH_CODES

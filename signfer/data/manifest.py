@@ -152,6 +152,7 @@ def build_table(
     name: str,
     where: str | os.PathLike,
     hint: str = "",
+    groups_are_paths: bool = False,
 ) -> SampleTable:
     """Assemble a :class:`SampleTable`, or explain why nothing was usable.
 
@@ -161,6 +162,7 @@ def build_table(
         name: the table's name.
         where: the file or folder to name if no row is usable.
         hint: advice appended to that error, e.g. which option keeps more.
+        groups_are_paths: the groups are the image paths, for want of given ones.
 
     Raises:
         SignferError: when ``rows`` is empty; the message names ``where`` and
@@ -173,7 +175,7 @@ def build_table(
         detail = f" ({len(skipped)} skipped: {detail})" if detail else ""
         raise SignferError(f"{where}: no usable samples{detail}{hint}")
     samples = pd.DataFrame(rows, columns=list(COLUMNS)).astype({"group": object})
-    return SampleTable(samples=samples, name=name, skipped=skipped)
+    return SampleTable(samples=samples, name=name, skipped=skipped, groups_are_paths=groups_are_paths)
 
 
 def load_manifest(csv_path: str | os.PathLike) -> SampleTable:
@@ -187,14 +189,18 @@ def load_manifest(csv_path: str | os.PathLike) -> SampleTable:
     ``happiness``; unknown names are kept lower-cased as their own class). A
     row with an empty label is skipped and counted. When the ``group`` column
     is present, every used row must fill it: a half-grouped table would let
-    frames of one video land on both sides of a split.
+    frames of one video land on both sides of a split. Without it, each image
+    is its own group (its path), so that an image listed under two labels
+    never lands on both sides of a split; frames of one video are then split
+    apart, which ``data summary`` points out.
 
     Args:
         csv_path: the manifest file.
 
     Returns:
         A :class:`SampleTable` named after the file's stem, with
-        ``source`` = ``manifest.csv:LINE``.
+        ``source`` = ``manifest.csv:LINE`` and ``group`` = the path when the
+        file has no group column.
 
     Raises:
         SignferError: if the file is absent or lacks ``path``/``label``, a
@@ -231,7 +237,7 @@ def load_manifest(csv_path: str | os.PathLike) -> SampleTable:
         if not label:
             skipped.append((where, "empty label"))
             continue
-        group = None
+        group = path
         if has_group:
             group = values["group"].strip()
             if not group:
@@ -244,4 +250,4 @@ def load_manifest(csv_path: str | os.PathLike) -> SampleTable:
             continue
         rows.append((path, canonical(label), group, where))
     raise_missing(missing)
-    return build_table(rows, skipped, name=csv_path.stem, where=csv_path)
+    return build_table(rows, skipped, name=csv_path.stem, where=csv_path, groups_are_paths=not has_group)

@@ -66,6 +66,11 @@ def assign_folds(table: SampleTable, k: int, seed: int) -> np.ndarray:
     return fold
 
 
+def _group_text(groups: pd.Series) -> np.ndarray:
+    """Groups as folds.csv holds them: text, ``""`` for no group (None or NaN)."""
+    return np.array(["" if pd.isna(g) else str(g) for g in groups], dtype=object)
+
+
 def load_or_make_folds(table: SampleTable, k: int, seed: int, out: Path) -> np.ndarray:
     """Read ``out/folds.csv`` if it exists (checking it fits), else make and save it."""
     path = Path(out) / FOLDS_FILE
@@ -76,6 +81,15 @@ def load_or_make_folds(table: SampleTable, k: int, seed: int, out: Path) -> np.n
                 and (saved["label"].to_numpy() == s["label"].to_numpy()).all())
         if not same:
             raise SignferError(f"{path} was made for other samples; use a new --out for this dataset")
+        was = saved["group"].to_numpy() if "group" in saved else np.full(len(saved), "", dtype=object)
+        now = _group_text(s["group"])
+        if (was != now).any():
+            i = int(np.flatnonzero(was != now)[0])
+            old_group, new_group = (repr(g) if g else "none" for g in (was[i], now[i]))
+            raise SignferError(
+                f"{path}: made with other groups, so its folds may split a group (e.g. "
+                f"{s['source'].iloc[i]}: group {old_group} there, {new_group} now); "
+                f"use a new --out for this grouping")
         saved_seed = int(saved["seed"].iloc[0]) if "seed" in saved else None
         if saved["fold"].nunique() != k or saved_seed not in (None, seed):
             raise SignferError(

@@ -14,9 +14,15 @@ from typing import Any
 
 import yaml
 
-from signfer.config import RunSpec, TrainConfig, from_dict, parse_techniques, technique_label
+from signfer.config import (
+    RunSpec,
+    TrainConfig,
+    from_dict,
+    parse_techniques,
+    technique_label,
+)
 from signfer.errors import SignferError
-from signfer.models.checkpoint import builtin_models
+from signfer.models.checkpoint import IMAGENET_INPUT_SIZE, default_init
 from signfer.models.registry import get_arch
 
 #: The paper's rows (Deshpande, Nunnari & Avramidis 2022, Table 2), in order.
@@ -25,13 +31,6 @@ PAPER_CONFIGS: tuple[tuple[str, ...], ...] = (
 )
 PAPER_ARCHS: tuple[str, ...] = ("mobilenetv2", "efficientnet_lite0")
 
-#: Input side for ImageNet and random inits (a signfer checkpoint brings its own
-#: size). The ImageNet weights' own size: on the FER2013 stand-in, EfficientNet-Lite0
-#: from ImageNet scored 0.30 at 64 px and 0.41 at 128 px against 0.46 at 224 px
-#: (benchmarks/RESULTS.md, input size for ImageNet-initialised fits).
-IMAGENET_INPUT_SIZE = 224
-
-
 @dataclass(frozen=True)
 class Grid:
     runs: tuple[RunSpec, ...]
@@ -39,12 +38,6 @@ class Grid:
     seed: int = 0
     input_size: int = IMAGENET_INPUT_SIZE  # used when the init is not a checkpoint
     train: TrainConfig = field(default_factory=TrainConfig)
-
-
-def default_init(arch: str) -> str:
-    """The built-in FER model for ``arch`` when one ships, else ImageNet weights."""
-    name = f"{get_arch(arch).name}-fer"
-    return name if name in builtin_models() else "imagenet"
 
 
 def paper_grid(archs=None, init: str | None = None, **settings: Any) -> Grid:

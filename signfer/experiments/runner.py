@@ -26,21 +26,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from signfer import __version__
 from signfer.config import RunSpec, dump_yaml
-from signfer.data.cache import equalize, load_images
+from signfer.data.cache import load_images
+from signfer.data.spec import dataset_crop, equalize
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 from signfer.experiments.folds import inner_split, load_or_make_folds
 from signfer.experiments.grid import Grid
+from signfer.faces.crop import CropSpec
 from signfer.io import atomic_path, read_json, write_json, write_text
 from signfer.labels import require_overlap, shared_columns
 from signfer.metrics import compute_metrics
-from signfer.models.checkpoint import ModelMeta, build_model, load_checkpoint
+from signfer.models.checkpoint import build_model, load_meta, save_checkpoint
 from signfer.training.fit import fit
 from signfer.training.loop import predict_logits
-from signfer.training.preprocess import Preprocess, channel_stats
+from signfer.training.train import choose_preprocess, equalize_mode, finetuned_meta
 
 RESULT_COLUMNS = ["config", "arch", "fold", "accuracy", "macro_f1", "weighted_f1", "macro_recall",
                   "n_train", "n_val", "n_test", "best_epoch", "val_accuracy", "seconds",
@@ -67,25 +70,17 @@ def fold_seed(seed: int, fold: int) -> int:
 class ImageInputs:
     """Images per (input size, equalisation), and reusable per-image tensors, for one run."""
 
-    def __init__(self, table: SampleTable, crop_faces: str | None = None):
-        self.table, self.crop_faces = table, crop_faces
-        self.images: dict[tuple[int, bool], torch.Tensor] = {}
+    def __init__(self, table: SampleTable, crop_faces: str | None = None, crop: CropSpec | None = None):
+        self.table, self.crop_faces, self.crop = table, crop_faces, crop or CropSpec()
+        self.images: dict[tuple[int, str | None], torch.Tensor] = {}
         self.features: dict = {}
 
-    def get(self, size: int, he: bool) -> torch.Tensor:
-        if (size, he) not in self.images:
-            raw = load_images(self.table, size, crop_faces=self.crop_faces)
-            self.images[(size, he)] = torch.from_numpy(equalize(raw) if he else raw)
-        return self.images[(size, he)]
-
-
-def _preprocess(spec: RunSpec, meta: ModelMeta, images: torch.Tensor, train_idx: np.ndarray) -> tuple[Preprocess, str]:
-    if "ip" not in spec.techniques:
-        return Preprocess(), "none"
-    if spec.init != "random" and spec.train.norm_stats == "checkpoint":
-        return Preprocess(tuple(meta.mean), tuple(meta.std)), "checkpoint"
-    mean, std = channel_stats(images[torch.as_tensor(train_idx)].numpy())
-    return Preprocess(mean, std), "train"
+    def get(self, size: int, equalize_mode: str | None) -> torch.Tensor:
+        key = (size, equalize_mode)
+        if key not in self.images:
+            raw = load_images(self.table, size, crop_faces=self.crop_faces, crop=self.crop)
+            self.images[key] = torch.from_numpy(equalize(raw, equalize_mode))
+        return self.images[key]
 
 
 def _zero_shot(spec: RunSpec, inputs: ImageInputs, classes: list[str], test_idx: np.ndarray) -> np.ndarray:
@@ -97,13 +92,13 @@ def _zero_shot(spec: RunSpec, inputs: ImageInputs, classes: list[str], test_idx:
     if spec.init in ("random", "imagenet"):
         raise SignferError(f"{spec.name}: zero-shot evaluation needs a FER-pretrained checkpoint, "
                            f"not init {spec.init!r}")
-    state, meta = load_checkpoint(spec.init)
+    meta = load_meta(spec.init)
     require_overlap(meta.labels, classes)
     key = ("logits", spec.init, meta.input_size)
     if key not in inputs.features:
         model, _ = build_model(None, meta.labels, spec.init)
-        prep = Preprocess(tuple(meta.mean), tuple(meta.std)) if meta.normalize else Preprocess()
-        inputs.features[key] = predict_logits(model, inputs.get(meta.input_size, meta.equalize), prep)
+        prep = meta.spec
+        inputs.features[key] = predict_logits(model, inputs.get(meta.input_size, prep.equalize), prep)
     logits = inputs.features[key][torch.as_tensor(test_idx)]
     keep, columns = shared_columns(meta.labels, classes)
     probs = np.zeros((len(test_idx), len(classes)), np.float32)
@@ -112,8 +107,13 @@ def _zero_shot(spec: RunSpec, inputs: ImageInputs, classes: list[str], test_idx:
 
 
 def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, inputs: ImageInputs,
-             grid: Grid, log: Callable[[str], None] = _log) -> dict:
-    """Train and test one configuration on one fold; return its metrics dict."""
+             grid: Grid, log: Callable[[str], None] = _log, *, keep_model: bool = False,
+             command: str = "") -> dict:
+    """Train and test one configuration on one fold; return its metrics dict.
+
+    With ``keep_model`` the fine-tuned model and its checkpoint metadata are
+    returned too (key ``_model``), for saving beside the fold's metrics.
+    """
     classes = list(table.classes)
     y = table.y()
     test_idx = np.flatnonzero(folds == fold)
@@ -129,13 +129,13 @@ def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, in
     else:
         torch.manual_seed(seed)
         model, meta = build_model(spec.arch, classes, spec.init, grid.input_size)
-        he = "he" in spec.techniques
-        images = inputs.get(meta.input_size, he)
+        meta.crop = inputs.crop.to_dict()
+        images = inputs.get(meta.input_size, equalize_mode(spec.techniques))
         train_idx, val_idx = inner_split(table, train_side, spec.train.val_fraction, seed)
-        prep, preprocessing = _preprocess(spec, meta, images, train_side)
+        prep, preprocessing = choose_preprocess(spec.techniques, spec.init, spec.train, meta, images, train_side)
         # features depend only on initial weights, images and preprocessing: shared
         # across folds when the statistics do not come from the fold itself
-        key = (spec.init, spec.arch, meta.input_size, he, prep.mean, prep.std)
+        key = (spec.init, spec.arch, meta.input_size, prep.equalize, prep.mean, prep.std)
         if spec.init == "random":  # each fold draws its own random backbone
             key += (seed,)
         result = fit(model, images, y, train_idx, val_idx, techniques=spec.techniques, cfg=spec.train,
@@ -143,6 +143,14 @@ def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, in
         logits = predict_logits(result.model, images[torch.as_tensor(test_idx)], prep)
         probs = torch.softmax(logits, 1).numpy()
         history = result.history
+        if keep_model:
+            model_meta = finetuned_meta(
+                meta, prep, techniques=spec.techniques, cfg=spec.train, table=table, train_idx=train_idx,
+                init=spec.init, val_accuracy=result.best_val_accuracy, command=command,
+                training_data=f"{table.name}: fold {fold} of {grid.folds} held out; {len(train_idx)} samples "
+                              f"for training, {len(val_idx)} for choosing the epoch",
+                extra={"seed": seed, "fold": fold, "best_epoch": result.best_epoch,
+                       "normalisation_from": preprocessing})
         info.update(n_train=len(train_idx), n_val=len(val_idx), best_epoch=result.best_epoch,
                     val_accuracy=result.best_val_accuracy, train_img_per_s=result.train_img_per_s)
     pred = probs.argmax(1)
@@ -156,6 +164,8 @@ def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, in
          "pred": [classes[i] for i in pred],
          **{f"prob_{c}": probs[:, j].round(5) for j, c in enumerate(classes)}})
     metrics["_history"] = history
+    if keep_model and spec.techniques:
+        metrics["_model"] = (result.model, model_meta)
     return metrics
 
 
@@ -172,8 +182,17 @@ def collect_results(out: Path, grid: Grid) -> pd.DataFrame:
 
 
 def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str | None = None,
-             dataset: dict | None = None, log: Callable[[str], None] = _log) -> pd.DataFrame:
-    """Run every (configuration, fold) of ``grid`` that is not done yet; return results."""
+             crop: CropSpec | None = None, dataset: dict | None = None, keep_models: bool = False,
+             command: str = "", log: Callable[[str], None] = _log) -> pd.DataFrame:
+    """Run every (configuration, fold) of ``grid`` that is not done yet; return results.
+
+    ``crop_faces`` names the detector that cuts faces from frames (``None``:
+    the images are face crops) and ``crop`` how. ``keep_models`` also saves
+    each fold's fine-tuned model as a checkpoint (``model.safetensors`` +
+    ``model.json`` beside its metrics, see :func:`signfer.training.train.finetune`
+    for what the metadata holds); a finished fold without its model is run
+    again to make it.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not grid.runs:
@@ -185,15 +204,19 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
             raise SignferError(f"configurations {slugs[d][0]!r} and {spec.name!r} would share the folder "
                                f"{d.parent}; rename one")
         slugs[d] = (spec.name, spec.arch)
-    # folds first: a refused resume must not overwrite the run's config.yaml
-    folds = load_or_make_folds(table, grid.folds, grid.seed, out)
-    write_text(out / "config.yaml", dump_yaml({
+    settings = {
         "signfer_version": __version__, "dataset": dataset or {"name": table.name},
         "n_samples": len(table.samples), "classes": list(table.classes),
-        "crop_faces": crop_faces, "folds": grid.folds, "seed": grid.seed,
+        "crop_faces": crop_faces, "crop": _result_crop(crop), "folds": grid.folds, "seed": grid.seed,
         "input_size": grid.input_size, "torch_threads": torch.get_num_threads(),
-        "runs": [dataclasses.asdict(r) for r in grid.runs]}))
-    inputs = ImageInputs(table, crop_faces)
+        "runs": [dataclasses.asdict(r) for r in grid.runs]}
+    _check_resume(out, settings)
+    # folds first: a refused resume must not overwrite the run's config.yaml
+    folds = load_or_make_folds(table, grid.folds, grid.seed, out)
+    write_text(out / "config.yaml", dump_yaml(settings))
+    # the framing of the faces only matters for the kept models (how they cut video faces)
+    crop = dataset_crop(table, crop, crop_faces, seed=grid.seed, log=log) if keep_models else (crop or CropSpec())
+    inputs = ImageInputs(table, crop_faces, crop)
     total = len(grid.runs) * grid.folds
     done = 0
     t0 = time.perf_counter()
@@ -201,12 +224,15 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
         for fold in range(grid.folds):
             done += 1
             d = fold_dir(out, spec, fold)
-            if (d / "metrics.json").exists():
+            model_missing = keep_models and spec.techniques and not (d / "model.json").exists()
+            if (d / "metrics.json").exists() and not model_missing:
                 _check_same_spec(d / "metrics.json", spec)
                 log(f"[{done}/{total}] {spec.name} {spec.arch} fold {fold}: done before, skipped")
                 continue
             log(f"[{done}/{total}] {spec.name} {spec.arch} fold {fold} (init {spec.init})")
-            m = run_fold(spec, fold, folds, table, inputs, grid, log)
+            m = run_fold(spec, fold, folds, table, inputs, grid, log, keep_model=keep_models, command=command)
+            if "_model" in m:
+                save_checkpoint(*m.pop("_model"), d / "model")
             with atomic_path(d / "predictions.csv") as tmp:
                 m.pop("_predictions").to_csv(tmp, index=False)
             write_json(d / "history.json", m.pop("_history"))
@@ -215,6 +241,56 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
             log(f"    accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
                 f"({m['seconds']:.0f} s; {time.perf_counter() - t0:.0f} s elapsed)")
     return _write_results(out, grid)
+
+
+#: config.yaml settings that change results: a run folder resumes only if they
+#: match. Each configuration's own settings are checked per fold
+#: (:func:`_check_same_spec`); torch_threads and signfer_version may differ.
+RESUME_KEYS = ("dataset", "crop_faces", "crop", "folds", "seed", "input_size", "classes", "n_samples")
+
+
+def _result_crop(crop: CropSpec | None) -> dict:
+    """The part of the crop spec that changes the training faces (the framing
+    and detector only matter for cutting video faces with a kept model)."""
+    return dataclasses.replace(crop or CropSpec(), framing=None, detector=None).to_dict()
+
+
+def _check_resume(out: Path, settings: dict) -> None:
+    """Refuse to resume ``out`` if its config.yaml records other result-changing settings.
+
+    Raises:
+        SignferError: naming config.yaml, the first setting that differs (a
+            dataset option as ``dataset.<option>``) and its old and new value;
+            or saying that config.yaml cannot be read.
+    """
+    path = out / "config.yaml"
+    if not path.exists():
+        return
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SignferError(f"{path}: unreadable ({reason}); use a new --out") from None
+    if not isinstance(old, dict):
+        raise SignferError(f"{path}: damaged (not a mapping of settings); use a new --out")
+    new = yaml.safe_load(dump_yaml(settings))  # as config.yaml holds it: tuples are lists
+    missing = object()
+
+    def shown(value) -> str:
+        return "not recorded" if value is missing else repr(value)
+
+    # run folders made before a setting was recorded ran with its default
+    recorded_later = {"crop": _result_crop(None)}
+    for key in RESUME_KEYS:
+        was, now, name = old.get(key, recorded_later.get(key, missing)), new.get(key), key
+        if isinstance(was, dict) and isinstance(now, dict):
+            option = next((k for k in sorted(was.keys() | now.keys(), key=str)
+                           if was.get(k, missing) != now.get(k, missing)), None)
+            if option is not None:
+                was, now, name = was.get(option, missing), now.get(option, missing), f"{key}.{option}"
+        if was != now:
+            raise SignferError(f"{path}: {name} was {shown(was)}, now {shown(now)}; resuming would mix "
+                               "results of other settings: use a new --out (or the old settings)")
 
 
 def _check_same_spec(path: Path, spec: RunSpec) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import pympi
 
-from signfer.export.tables import PROB_PREFIX
+from signfer.inference.schema import PROB_PREFIX
 from signfer.io import atomic_path
 
 #: Used for the last frame when a single frame gives no spacing to measure.
@@ -73,6 +73,8 @@ def segments(
         min_duration: segments shorter than this (seconds) are merged into a
             touching neighbour.
         frame_duration: how long the last frame lasts; default: median spacing.
+        model: the model that made the labels; named as the annotator of both
+            tiers and in the file's header (property ``signfer_model``).
 
     Returns:
         Segments in time order.
@@ -198,6 +200,7 @@ def write_eaf(
     min_duration: float = 0.0,
     label_column: str = "label",
     frame_duration: float | None = None,
+    model: str = "",
 ) -> Path:
     """Write the per-frame table as an ELAN file linked to its video.
 
@@ -215,6 +218,8 @@ def write_eaf(
         min_duration: see :func:`segments`.
         label_column: which labels to segment, e.g. ``"label_smoothed"``.
         frame_duration: how long the last frame lasts; default: median spacing.
+        model: the model that made the labels; named as the annotator of both
+            tiers and in the file's header (property ``signfer_model``).
 
     Returns:
         ``out_path``.
@@ -226,8 +231,10 @@ def write_eaf(
     times = table["time_s"].to_numpy(dtype=float)
     segs = segments(times, labels, min_duration, frame_duration=frame_duration)
     eaf = _new_eaf(video_path, out_path)
-    eaf.add_tier(tier)
-    eaf.add_tier(confidence_tier)
+    eaf.add_tier(tier, ann=model or None)
+    eaf.add_tier(confidence_tier, ann=model or None)
+    if model:
+        eaf.add_property("signfer_model", model)
     for seg in segs:
         _add_segment(eaf, tier, seg.start, seg.end, seg.label)
         confidence = _mean_confidence(table, seg)

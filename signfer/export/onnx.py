@@ -14,10 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from signfer.data.cache import cache_dir
 from signfer.errors import SignferError
-from signfer.io import atomic_path, read_json, write_json
-from signfer.models.checkpoint import ModelMeta, load_model, resolve_checkpoint
+from signfer.io import atomic_path, cache_dir, write_json
+from signfer.models.checkpoint import (
+    ModelMeta,
+    load_meta,
+    load_model,
+    resolve_checkpoint,
+)
 
 
 def export_onnx(name_or_path: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -62,7 +66,7 @@ def cached_onnx(stem: Path) -> tuple[Path, ModelMeta]:
     weights = stem.with_suffix(".safetensors")
     digest = hashlib.sha1(weights.read_bytes()).hexdigest()[:16]
     path = cache_dir() / "onnx" / f"{stem.name}-{digest}.onnx"
-    meta = ModelMeta.from_json(read_json(stem.with_suffix(".json")), str(stem.with_suffix(".json")))
+    meta = load_meta(stem)  # a damaged JSON is a one-line error, as on the PyTorch path
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         _, diff = export_onnx(stem, path, check=True)

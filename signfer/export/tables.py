@@ -1,23 +1,7 @@
-"""The per-frame table's column names, and writing tables to disk atomically.
+"""Writing tables to disk atomically (CSV, TSV, Parquet) and reading them back.
 
-Video inference returns one row per kept frame with the columns
-
-``video``       file name of the video
-``frame``       decoded frame index (see :mod:`signfer.inference.video`)
-``time_s``      presentation time in seconds
-``face``        whether a face was found (bool)
-``x y w h``     the face box used (the largest one), NaN without a face
-``box_source``  ``detected``, ``tracked`` (box carried from the last detection,
-               ``--detect-every N``) or empty when there is no face
-``det_score``   the score of the detection the box came from
-``n_faces``     how many faces that detection returned
-``prob_<class>`` the classifier's probability per class, in the model's
-                label order; NaN without a face
-``label``       the most probable class, ``""`` without a face
-``confidence``  its probability, NaN without a face
-
-and :func:`signfer.inference.annotate.annotate_video` adds smoothed columns.
-CSV, ELAN and plots only read this table.
+The columns of the per-frame table are described where it is made,
+:mod:`signfer.inference.schema`.
 """
 
 from __future__ import annotations
@@ -29,18 +13,6 @@ import pandas as pd
 
 from signfer.errors import SignferError
 from signfer.io import atomic_path
-
-PROB_PREFIX = "prob_"
-
-
-def prob_columns(table: pd.DataFrame) -> list[str]:
-    """The ``prob_<class>`` columns of a per-frame table, in the model's label order."""
-    return [c for c in table.columns if str(c).startswith(PROB_PREFIX)]
-
-
-def class_names(table: pd.DataFrame) -> list[str]:
-    """The class names behind :func:`prob_columns`, in the same order."""
-    return [c[len(PROB_PREFIX):] for c in prob_columns(table)]
 
 
 def parquet_available() -> bool:

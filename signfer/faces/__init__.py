@@ -2,7 +2,9 @@
 
 Every backend is created by name through :func:`create_detector`; a backend's
 package is imported only when that backend is created, so ``import
-signfer.faces`` stays cheap and works without any optional package.
+signfer.faces`` stays cheap and works without any optional package. How faces
+are cut is a :class:`CropSpec`, which travels with a model's checkpoint;
+:func:`measure_framing` finds the framing of pre-cropped training faces.
 
 Example:
     >>> from signfer.faces import create_detector, crop_face, largest
@@ -19,18 +21,23 @@ import numpy as np
 
 from signfer.errors import SignferError
 from signfer.faces.base import Detector
-from signfer.faces.crop import Box, crop_face, largest
+from signfer.faces.crop import Box, CropSpec, Framing, crop_face, largest
+from signfer.faces.framing import describe_framing, measure_framing
 
 __all__ = [
     "DEFAULT_DETECTOR",
     "DETECTORS",
     "Box",
+    "CropSpec",
     "Detector",
     "DetectorSpec",
+    "Framing",
     "check_rgb_image",
     "create_detector",
     "crop_face",
+    "describe_framing",
     "largest",
+    "measure_framing",
 ]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from signfer.faces import check_rgb_image
-from signfer.faces.crop import Box
+from signfer.faces.crop import Box, ordered_landmarks
 
 
 class MTCNNDetector:
@@ -54,21 +54,22 @@ class MTCNNDetector:
             image: H x W x 3 uint8 RGB array.
 
         Returns:
-            Boxes in pixels of ``image``, best score first. A face cut by
-            the image border may get a box reaching past it (MTCNN
-            extrapolates the whole face); :func:`~signfer.faces.crop.crop_face`
-            pads such boxes with black.
+            Boxes in pixels of ``image``, best score first, with their five
+            landmarks. A face cut by the image border may get a box reaching
+            past it (MTCNN extrapolates the whole face);
+            :func:`~signfer.faces.crop.crop_face` pads such boxes with black.
         """
         import torch
 
         image = check_rgb_image(image)
         with torch.inference_mode():
-            corners, probs = self._mtcnn.detect(image)
-        if corners is None:  # facenet-pytorch's "no face": (None, [None])
+            corners, probs, points = self._mtcnn.detect(image, landmarks=True)
+        if corners is None:  # facenet-pytorch's "no face": (None, [None], [None])
             return []
         boxes = [
-            Box(x=float(x1), y=float(y1), w=float(x2 - x1), h=float(y2 - y1), score=float(p))
-            for (x1, y1, x2, y2), p in zip(corners, probs)
+            Box(x=float(x1), y=float(y1), w=float(x2 - x1), h=float(y2 - y1), score=float(p),
+                landmarks=ordered_landmarks(pts))
+            for (x1, y1, x2, y2), p, pts in zip(corners, probs, points)
             if p >= self.min_score
         ]
         return sorted(boxes, key=lambda b: b.score, reverse=True)

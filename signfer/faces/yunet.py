@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from signfer.faces import check_rgb_image
-from signfer.faces.crop import Box
+from signfer.faces.crop import Box, ordered_landmarks
 
 
 class YuNetDetector:
@@ -59,8 +59,9 @@ class YuNetDetector:
             image: H x W x 3 uint8 RGB array.
 
         Returns:
-            Boxes in pixels of ``image``, best score first. A face cut by
-            the image border gets a box of its visible part.
+            Boxes in pixels of ``image``, best score first, with their five
+            landmarks. A face cut by the image border gets a box of its
+            visible part.
         """
         image = check_rgb_image(image)
         h, w = image.shape[:2]
@@ -73,7 +74,10 @@ class YuNetDetector:
         rows = self._c_detect(np.ascontiguousarray(image[:, :, ::-1])).tolist()
         boxes = [
             Box(x=r[1] / scale, y=r[2] / scale, w=r[3] / scale, h=r[4] / scale,
-                score=r[0] / 100.0)
+                score=r[0] / 100.0,
+                landmarks=ordered_landmarks(
+                    (r[5 + 2 * i] / scale, r[6 + 2 * i] / scale) for i in range(5)
+                ))
             for r in rows
         ]
         boxes = [b for b in boxes if b.score >= self.min_score]

@@ -47,18 +47,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from signfer.errors import SignferError
 from signfer.export.elan import write_eaf
-from signfer.export.tables import (
-    PROB_PREFIX,
-    class_names,
-    parquet_available,
-    prob_columns,
-    write_table,
-)
+from signfer.export.tables import parquet_available, write_table
 from signfer.faces.base import Detector
-from signfer.faces.crop import crop_face, largest
+from signfer.faces.crop import Box, largest
+from signfer.inference.schema import PROB_PREFIX, class_names, prob_columns
 from signfer.inference.smoothing import smooth_probs
-from signfer.inference.video import Frame, iter_frames, probe
 from signfer.io import atomic_path
+from signfer.video import Frame, iter_frames, probe
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +63,15 @@ OVERLAY_CODECS = ("libx264", "mpeg4")
 
 
 class Classifier(Protocol):
-    """What video inference needs from a model (the lead's checkpoint wrapper provides it)."""
+    """What video inference needs from a model (:mod:`signfer.inference.classifier` provides it)."""
 
     labels: tuple[str, ...]
     input_size: int
+    name: str
+
+    def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
+        """The face in ``box`` cut as this model's training faces were framed: S x S x 3 uint8."""
+        ...
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         """N x S x S x 3 uint8 RGB crops -> N x C probabilities in ``labels`` order."""
@@ -146,7 +146,7 @@ def annotate_frames(
     """Detect, crop and classify the face in each frame; one table row per frame.
 
     Args:
-        frames: e.g. :func:`~signfer.inference.video.iter_frames`; consumed once.
+        frames: e.g. :func:`~signfer.video.iter_frames`; consumed once.
         classifier: gives ``labels``, ``input_size`` and ``predict_proba``.
         detector: gives ``detect(rgb) -> list[Box]``.
         batch_size: crops per ``predict_proba`` call.
@@ -156,7 +156,7 @@ def annotate_frames(
             1 detects on every frame.
 
     Returns:
-        The per-frame table (columns in :mod:`signfer.export.tables`, plus
+        The per-frame table (columns in :mod:`signfer.inference.schema`, plus
         ``box_source``: ``"detected"``, ``"tracked"`` or ``""``).
 
     Raises:
@@ -175,7 +175,6 @@ def annotate_frames(
     labels = tuple(classifier.labels)
     if not labels:
         raise SignferError("the classifier has no labels")
-    size = int(classifier.input_size)
     columns: dict[str, list] = {k: [] for k in ("frame", "time_s", "face", "x", "y", "w", "h",
                                               "box_source", "det_score", "n_faces")}
     blocks: list[np.ndarray] = []  # probabilities, one block per batch of rows
@@ -214,7 +213,7 @@ def annotate_frames(
         columns["det_score"].append(box.score if box is not None else np.nan)
         if box is not None:
             crop_rows.append(len(columns["frame"]) - 1 - block_start)
-            crops.append(crop_face(frame.image, box, size))
+            crops.append(classifier.crop(frame.image, box))
             if len(crops) >= batch_size:
                 flush()
     flush()
@@ -402,7 +401,7 @@ def annotate_video(
         out_dir: folder for the outputs; created if missing.
         classifier: the model (see :class:`Classifier`).
         detector: the face detector.
-        every: keep every N-th frame (see :func:`~signfer.inference.video.iter_frames`).
+        every: keep every N-th frame (see :func:`~signfer.video.iter_frames`).
         fps: keep at most this many frames per second.
         smooth: moving-average window in kept frames for ``label_smoothed``.
         min_duration: shortest ELAN segment in seconds; shorter ones merge
@@ -433,7 +432,7 @@ def annotate_video(
     if write_parquet and parquet_available():
         outputs["parquet"] = write_table(table, out_dir / f"{stem}.frames.parquet")
     outputs["eaf"] = write_eaf(table, path, out_dir / f"{stem}.eaf", min_duration=min_duration,
-                               label_column="label_smoothed")
+                               label_column="label_smoothed", model=getattr(classifier, "name", ""))
     result = AnnotateResult(path, table, outputs)
     outputs["timeline"] = write_timeline(
         table, out_dir / f"{stem}.timeline.png",

@@ -1,9 +1,21 @@
-"""Library entry points behind ``signfer evaluate``, ``predict``, ``annotate`` and ``suggest``."""
+"""Library entry points behind ``signfer evaluate``, ``predict``, ``annotate`` and ``suggest``.
+
+Each takes plain arguments and returns a result (a dict, a table, a list of
+results and error lines); printing, messages and exit codes are the CLI's.
+Arguments are checked before any model or video is loaded, so a typo costs
+nothing.
+
+Example:
+    >>> res = annotate(["clip.mp4"], "ann/", smooth=5)  # doctest: +SKIP
+    >>> [r.summary() for r in res.results], res.errors  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +24,9 @@ import pandas as pd
 from signfer.data.cache import load_images, read_rgb
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
-from signfer.faces.crop import crop_face, largest
+from signfer.faces.crop import CropSpec, largest
 from signfer.inference.classifier import load_classifier
+from signfer.inference.schema import PROB_PREFIX
 from signfer.labels import require_overlap, shared_columns
 from signfer.metrics import compute_metrics
 from signfer.models.checkpoint import builtin_models
@@ -27,17 +40,37 @@ def default_model() -> str:
     return "mobilenetv2-fer" if "mobilenetv2-fer" in models else next(iter(models))
 
 
+def make_detector(detector=None):
+    """A detector from a registered name (``None`` or ``"default"``: the default one),
+    or ``detector`` itself when it already is one (has ``detect``)."""
+    if hasattr(detector, "detect"):
+        return detector
+    from signfer.faces import DEFAULT_DETECTOR, create_detector
+
+    return create_detector(DEFAULT_DETECTOR if detector in (None, "default") else detector)
+
+
+def make_classifier(model=None, backend: str = "auto"):
+    """A classifier from a built-in name or checkpoint path (``None``: :func:`default_model`),
+    or ``model`` itself when it already is one (has ``predict_proba``)."""
+    if hasattr(model, "predict_proba"):
+        return model
+    return load_classifier(model or default_model(), backend)
+
+
 def evaluate_model(table: SampleTable, model: str, *, crop_faces: str | None = None,
-                   backend: str = "auto") -> dict:
+                   crop: CropSpec | None = None, backend: str = "auto") -> dict:
     """Metrics of ``model`` as it is on every sample of ``table``, labels matched by name.
 
-    Dataset classes that the model does not know can never be predicted
-    (they count as errors); model classes that the dataset lacks are dropped.
+    Faces are cut with ``crop`` (default: the crop the model was trained
+    with, from its checkpoint). Dataset classes that the model does not know
+    can never be predicted (they count as errors); model classes that the
+    dataset lacks are dropped.
     """
     clf = load_classifier(model, backend)
     classes = list(table.classes)
     require_overlap(clf.labels, classes)
-    images = load_images(table, clf.input_size, crop_faces=crop_faces)
+    images = load_images(table, clf.input_size, crop_faces=crop_faces, crop=crop or clf.spec.crop)
     start = time.perf_counter()
     probs = clf.predict_proba(images)
     seconds = time.perf_counter() - start
@@ -52,97 +85,156 @@ def evaluate_model(table: SampleTable, model: str, *, crop_faces: str | None = N
 
 def predict_images(paths: list[str], model: str | None = None, *, detector: str | None = None,
                    backend: str = "auto") -> pd.DataFrame:
-    """One row per image: the label and every class probability.
+    """One row per image: ``image``, ``face``, ``prob_<class>`` per label, ``label``, ``confidence``.
 
-    Without ``detector`` each image must be a face crop (it is only resized).
-    With one, the largest detected face is cropped first; an image with no
-    face gets an empty label.
+    Without ``detector`` each image must be a face crop (it is only resized,
+    through the model's crop spec). With one, the largest detected face is cut
+    the way the model's training faces were framed (``classifier.crop``); an
+    image with no face gets ``face`` False, an empty label and NaN
+    probabilities. :class:`signfer.Recognizer` instead falls back to the
+    whole image.
     """
-    clf = load_classifier(model or default_model(), backend)
-    det = None
-    if detector:
-        from signfer.faces import DEFAULT_DETECTOR, create_detector
-
-        det = create_detector(DEFAULT_DETECTOR if detector == "default" else detector)
-    rows, crops = [], []
+    clf = make_classifier(model, backend)
+    det = make_detector(detector) if detector else None
+    faces, crops = [], []
     for p in paths:
         image = read_rgb(p)
-        box = None
-        if det is not None:
-            box = largest(det.detect(image))
-            if box is None:
-                rows.append({"image": p, "face": False})
-                continue
-        elif max(image.shape[:2]) > 4 * clf.input_size and min(image.shape[:2]) > 2 * clf.input_size:
+        box = largest(det.detect(image)) if det is not None else None
+        faces.append(det is None or box is not None)
+        if not faces[-1]:
+            continue
+        if det is None and max(image.shape[:2]) > 4 * clf.input_size and min(image.shape[:2]) > 2 * clf.input_size:
             print(f"note: {p} is {image.shape[1]}x{image.shape[0]}: if it is not a face crop, "
                   f"pass --detector to find the face", file=sys.stderr)
-        crops.append(crop_face(image, box, clf.input_size))
-        rows.append({"image": p, "face": True})
-    probs = clf.predict_proba(np.stack(crops)) if crops else np.zeros((0, len(clf.labels)))
-    out, k = [], 0
-    for r in rows:
-        if r["face"]:
-            r.update(label=clf.labels[int(probs[k].argmax())], confidence=float(probs[k].max()),
-                     **{c: float(probs[k, j]) for j, c in enumerate(clf.labels)})
-            k += 1
-        else:
-            r.update(label="", confidence=float("nan"))
-        out.append(r)
-    return pd.DataFrame(out)
+        crops.append(clf.crop(image, box))
+    found = np.asarray(faces, bool)
+    probs = np.full((len(paths), len(clf.labels)), np.nan)
+    if crops:
+        probs[found] = clf.predict_proba(np.stack(crops))
+    return _prediction_table({"image": list(paths), "face": found}, probs, clf.labels)
 
 
-def _detector(name: str | None):
-    from signfer.faces import DEFAULT_DETECTOR, create_detector
-
-    return create_detector(name or DEFAULT_DETECTOR)
-
-
-def _detect_every(args) -> int:
-    """``--detect-every``, checked before any model or video is loaded."""
-    n = getattr(args, "detect_every", 1)
-    if n < 1:
-        raise SignferError(f"--detect-every must be >= 1, got {n}")
-    return n
+def _prediction_table(columns: dict, probs: np.ndarray, labels) -> pd.DataFrame:
+    """``columns`` + ``prob_<class>`` per label + ``label`` and ``confidence`` ("" and NaN for NaN rows)."""
+    df = pd.DataFrame(columns)
+    for j, c in enumerate(labels):
+        df[f"{PROB_PREFIX}{c}"] = probs[:, j]
+    ok = ~np.isnan(probs).any(axis=1)
+    filled = np.where(ok[:, None], probs, -np.inf)
+    df["label"] = [labels[k] if o else "" for k, o in zip(filled.argmax(1), ok)]
+    df["confidence"] = np.where(ok, filled.max(1), np.nan)
+    return df
 
 
-def annotate_command(args) -> int:
+def check_video_options(*, every: int | None = None, fps: float | None = None, detect_every: int = 1,
+                        smooth: int = 1, min_duration: float = 0.0) -> None:
+    """Refuse bad video options with a one-line :class:`SignferError` naming the option."""
+    if every is not None and (int(every) != every or every < 1):
+        raise SignferError(f"--every must be a whole number >= 1, got {every}")
+    if fps is not None and not fps > 0:
+        raise SignferError(f"--fps must be > 0, got {fps}")
+    if int(detect_every) != detect_every or detect_every < 1:
+        raise SignferError(f"--detect-every must be >= 1, got {detect_every}")
+    if int(smooth) != smooth or smooth < 1:
+        raise SignferError(f"--smooth must be a whole number >= 1, got {smooth}")
+    if not min_duration >= 0:
+        raise SignferError(f"--min-duration must be >= 0 seconds, got {min_duration}")
+
+
+def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detector=None,
+             backend: str = "auto", every: int | None = None, fps: float | None = None,
+             detect_every: int = 1, smooth: int = 1, min_duration: float = 0.0,
+             overlay: bool = False):
+    """Annotate each video into ``out`` (see :func:`signfer.inference.annotate.annotate_video`).
+
+    Args:
+        videos: the video files.
+        out: folder for every video's ``.frames.csv``, ``.eaf``, timeline and overlay.
+        model: a built-in name, a checkpoint path, or a loaded classifier
+            (default: :func:`default_model`).
+        detector: a detector name or object (default: yunet).
+        backend: 'auto', 'torch' or 'onnx'.
+        every, fps, detect_every, smooth, min_duration, overlay: as for ``annotate_video``.
+
+    Returns:
+        An :class:`~signfer.inference.annotate.AnnotateManyResult`: the videos
+        done and one error line per video that could not be read.
+
+    Raises:
+        SignferError: a bad option (before anything is loaded), or the model
+            or detector cannot be loaded.
+    """
     from signfer.inference.annotate import annotate_many
 
-    detect_every = _detect_every(args)
-    clf = load_classifier(args.model or default_model(), args.backend)
-    res = annotate_many(args.videos, args.out, clf, _detector(args.detector), every=args.every,
-                        fps=args.fps, smooth=args.smooth, min_duration=args.min_duration,
-                        overlay=args.overlay, detect_every=detect_every)
-    for r in res.results:
-        print(r.summary())
-    for e in res.errors:
-        print(f"signfer: error: {e}", file=sys.stderr)
-    return 1 if res.errors else 0
+    videos = list(videos)
+    check_video_options(every=every, fps=fps, detect_every=detect_every, smooth=smooth,
+                        min_duration=min_duration)
+    clf = make_classifier(model, backend)
+    return annotate_many(videos, out, clf, make_detector(detector), every=every, fps=fps, smooth=smooth,
+                         min_duration=min_duration, overlay=overlay, detect_every=detect_every)
 
 
-def suggest_command(args) -> int:
+@dataclass
+class Suggestion:
+    """The frames of one video to annotate first.
+
+    Attributes:
+        video: the video.
+        table: its most uncertain face frames, most uncertain first (the
+            per-frame columns plus ``entropy`` and ``margin``).
+        csv: that table, written.
+        eaf: an ELAN file with one ``suggest`` annotation per frame.
+    """
+
+    video: Path
+    table: pd.DataFrame
+    csv: Path
+    eaf: Path
+
+
+@dataclass
+class SuggestResult:
+    """Results of :func:`suggest`: the videos done, and one line per video that failed."""
+
+    results: list[Suggestion] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def suggest(videos: Iterable[str | Path], out: str | Path, *, n: int = 50, method: str = "entropy",
+            model=None, detector=None, backend: str = "auto", every: int | None = None,
+            fps: float | None = None, detect_every: int = 1) -> SuggestResult:
+    """The ``n`` frames of each video the model is least sure of, as a table and an ELAN tier.
+
+    Writes ``<stem>.suggest.csv`` and ``<stem>.suggest.eaf`` per video into
+    ``out``. A video that cannot be read gives an error line; the rest go on.
+    Options are as for :func:`annotate`; ``method`` is ``"entropy"`` or
+    ``"margin"`` (see :mod:`signfer.inference.uncertainty`).
+    """
     from signfer.export.elan import write_suggestions_eaf
     from signfer.export.tables import write_table
     from signfer.inference.annotate import annotate_frames
-    from signfer.inference.uncertainty import rank_uncertain
-    from signfer.inference.video import iter_frames
+    from signfer.inference.uncertainty import METHODS, rank_uncertain
+    from signfer.video import iter_frames
 
-    detect_every = _detect_every(args)
-    clf = load_classifier(args.model or default_model(), args.backend)
-    det = _detector(args.detector)
-    out = Path(args.out)
-    failed = 0
-    for v in args.videos:
+    videos = [Path(v) for v in videos]
+    if int(n) != n or n < 1:
+        raise SignferError(f"--n must be a whole number >= 1, got {n}")
+    if method not in METHODS:
+        raise SignferError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    check_video_options(every=every, fps=fps, detect_every=detect_every)
+    clf = make_classifier(model, backend)
+    det = make_detector(detector)
+    out = Path(out)
+    result = SuggestResult()
+    for v in videos:
         try:
-            table = annotate_frames(iter_frames(v, every=args.every, fps=args.fps), clf, det,
-                                    video=Path(v).name, detect_every=detect_every)
+            table = annotate_frames(iter_frames(v, every=every, fps=fps), clf, det, video=v.name,
+                                    detect_every=detect_every)
         except SignferError as e:
-            print(f"signfer: error: {e}", file=sys.stderr)
-            failed += 1
+            result.errors.append(" ".join(str(e).split()))
             continue
-        ranked = rank_uncertain(table, args.n, args.method)
-        stem = Path(v).stem
-        write_table(ranked, out / f"{stem}.suggest.csv")
-        eaf = write_suggestions_eaf(ranked, v, out / f"{stem}.suggest.eaf")
-        print(f"{v}: {len(ranked)} frames to annotate first ({args.method}) -> {eaf}")
-    return 1 if failed else 0
+        ranked = rank_uncertain(table, n, method)
+        csv = write_table(ranked, out / f"{v.stem}.suggest.csv")
+        eaf = write_suggestions_eaf(ranked, v, out / f"{v.stem}.suggest.eaf")
+        result.results.append(Suggestion(v, ranked, csv, eaf))
+    return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from signfer.export.tables import prob_columns
+from signfer.inference.schema import prob_columns
 
 METHODS = ("entropy", "margin")
 
@@ -49,7 +49,7 @@ def rank_uncertain(table: pd.DataFrame, n: int, method: str = "entropy") -> pd.D
     """The ``n`` face frames the model is least sure of, most uncertain first.
 
     Args:
-        table: a per-frame table (see :mod:`signfer.export.tables`).
+        table: a per-frame table (see :mod:`signfer.inference.schema`).
         n: how many frames to return (fewer when the video has fewer faces).
         method: ``"entropy"`` (highest first) or ``"margin"`` (smallest first).
 

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from signfer.errors import SignferError
-from signfer.metrics.core import KEYS, METRICS, aggregate, dedupe_folds, ordered_unique
 from signfer.io import atomic_path
+from signfer.metrics.core import KEYS, METRICS, aggregate, dedupe_folds, ordered_unique
 from signfer.metrics.plots import plot_confusion, plot_fold_accuracy
 from signfer.metrics.stats import paired_tests
 

@@ -24,12 +24,25 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
+from signfer.data.spec import PreprocessSpec
 from signfer.errors import SignferError
 from signfer.io import atomic_path, read_json, write_json
 from signfer.labels import canonical
-from signfer.models.registry import IMAGENET_MEAN, IMAGENET_STD, create_model, get_arch, reset_head
+from signfer.models.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    create_model,
+    get_arch,
+    reset_head,
+)
 
 FORMAT = "signfer-checkpoint/1"
+
+#: Input side for ImageNet and random inits (a signfer checkpoint brings its own
+#: size). The ImageNet weights' own size: on the FER2013 stand-in, EfficientNet-Lite0
+#: from ImageNet scored 0.30 at 64 px and 0.41 at 128 px against 0.46 at 224 px
+#: (benchmarks/RESULTS.md, input size for ImageNet-initialised fits).
+IMAGENET_INPUT_SIZE = 224
 
 
 @dataclass
@@ -44,13 +57,27 @@ class ModelMeta:
     #: whether the model was trained on normalised input (technique ``ip``);
     #: without it, pixels were fed in [0, 1].
     normalize: bool = True
-    #: whether the model was trained on histogram-equalised faces (``he``).
-    equalize: bool = False
+    #: histogram equalisation of the faces: False/None, "luma" (``he``; True in
+    #: older checkpoints) or "rgb" (see :mod:`signfer.data.spec`).
+    equalize: bool | str | None = False
+    #: how faces were cut: :class:`signfer.faces.crop.CropSpec` as a dict
+    #: (empty: the default crop, as in checkpoints made before it was recorded).
+    crop: dict[str, Any] = field(default_factory=dict)
+    #: the techniques it was fine-tuned with (empty for pre-trained models).
+    techniques: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     training_data: str = ""
     val_accuracy: float | None = None
     command: str = ""
+    #: what the training samples were: count per class and a hash of paths and labels.
+    data_fingerprint: dict[str, Any] = field(default_factory=dict)
+    signfer_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        """The preprocessing spec that turns a face into this model's input."""
+        return PreprocessSpec.from_meta(self)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -61,9 +88,14 @@ class ModelMeta:
             raise SignferError(f"{source}: not a signfer checkpoint (format {obj.get('format')!r})")
         known = {f for f in cls.__dataclass_fields__}
         try:
-            return cls(**{k: v for k, v in obj.items() if k in known})
+            meta = cls(**{k: v for k, v in obj.items() if k in known})
         except TypeError as e:
             raise SignferError(f"{source}: incomplete checkpoint metadata ({e})") from None
+        try:
+            meta.spec  # the preprocessing must be usable, not just present
+        except (SignferError, TypeError, ValueError) as e:
+            raise SignferError(f"{source}: invalid preprocessing in checkpoint metadata ({e})") from None
+        return meta
 
 
 def _stem(path: str | os.PathLike) -> Path:
@@ -99,6 +131,12 @@ def builtin_models() -> dict[str, Path]:
             if p.with_suffix(".safetensors").exists()}
 
 
+def default_init(arch: str) -> str:
+    """The built-in FER model for ``arch`` when one ships, else ImageNet weights."""
+    name = f"{get_arch(arch).name}-fer"
+    return name if name in builtin_models() else "imagenet"
+
+
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     """A built-in model name or a checkpoint path -> the checkpoint stem."""
     builtins = builtin_models()
@@ -123,6 +161,18 @@ def load_meta(name_or_path: str | os.PathLike) -> ModelMeta:
     if not isinstance(obj, dict):
         raise SignferError(f"{meta_path}: not a signfer checkpoint")
     return ModelMeta.from_json(obj, str(meta_path))
+
+
+def provenance(init: str) -> dict | None:
+    """How the checkpoint a run starts from (or learns from) was made, and what it
+    started from, for the new model's metadata (``extra.init_from``). A built-in
+    name may later hold another model, so call this when the run starts."""
+    if init in ("imagenet", "random"):
+        return None
+    m = load_meta(init)
+    return {"name": str(init), "command": m.command, "training_data": m.training_data,
+            "val_accuracy": m.val_accuracy,
+            **({"init_from": m.extra["init_from"]} if "init_from" in m.extra else {})}
 
 
 def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelMeta]:
@@ -184,5 +234,5 @@ def build_model(arch: str | None, classes: list[str], init: str, input_size: int
     model = model.to(memory_format=torch.channels_last)
     new_meta = ModelMeta(arch=meta.arch, input_size=meta.input_size, labels=classes,
                          mean=meta.mean, std=meta.std, normalize=meta.normalize,
-                         equalize=meta.equalize, extra={"init": str(init)})
+                         equalize=meta.equalize, crop=dict(meta.crop), extra={"init": str(init)})
     return model, new_meta

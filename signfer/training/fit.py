@@ -21,9 +21,14 @@ import torch
 from torch import nn
 
 from signfer.config import TrainConfig
+from signfer.data.spec import PreprocessSpec
 from signfer.models.registry import set_backbone_trainable
-from signfer.training.loop import evaluate, extract_features, scores_from_logits, train_one_epoch
-from signfer.training.preprocess import Preprocess
+from signfer.training.loop import (
+    evaluate,
+    extract_features,
+    scores_from_logits,
+    train_one_epoch,
+)
 
 #: A cache of per-image tensors (backbone features, zero-shot logits) that only
 #: depend on the initial weights and the preprocessing, shared across folds.
@@ -33,7 +38,7 @@ FeatureCache = dict
 @dataclass
 class FitResult:
     model: nn.Module
-    preprocess: Preprocess
+    preprocess: PreprocessSpec
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_val_accuracy: float = float("nan")
@@ -94,13 +99,20 @@ def fit(
     *,
     techniques: tuple[str, ...],
     cfg: TrainConfig,
-    preprocess: Preprocess,
+    preprocess: PreprocessSpec,
     seed: int,
     cache: FeatureCache | None = None,
     cache_key: tuple = (),
+    epochs: int | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> FitResult:
     """Train ``model`` on ``images[train_idx]``; choose the kept state on ``val_idx``.
+
+    With an empty ``val_idx`` nothing is chosen: the model trains for a fixed
+    ``epochs`` (the all-layers stage, or the head for ``head``; e.g. the median
+    best epoch of a cross-validation) on the schedule of ``cfg.epochs``, so
+    it follows the same trajectory as the fits that chose that number, and the
+    last state is kept.
 
     Args:
         model: built by :func:`signfer.models.checkpoint.build_model`, untouched.
@@ -111,6 +123,11 @@ def fit(
             configurations; ``cache_key`` must identify the initial weights, the
             image set and the preprocessing.
     """
+    validate = len(val_idx) > 0
+    if not validate and epochs is None:
+        raise ValueError("fit without a validation part needs a fixed number of epochs")
+    if epochs is not None and validate:
+        raise ValueError("fit takes a fixed number of epochs only without a validation part")
     start = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -131,7 +148,7 @@ def fit(
                if flip else None)
     head = model.get_classifier()
     head_only = "head" in techniques
-    stage1_epochs = cfg.epochs if head_only else cfg.head_epochs
+    stage1_epochs = (cfg.epochs if epochs is None else epochs) if head_only else cfg.head_epochs
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
     tr = torch.as_tensor(train_idx)
     best = (-1.0, -math.inf)
@@ -153,6 +170,10 @@ def fit(
             opt.step()
         result.train_images += len(order)
         result.train_seconds += time.perf_counter() - t0
+        if not validate:
+            result.history.append({"stage": "head", "epoch": epoch})
+            best_head, result.best_epoch = copy.deepcopy(head.state_dict()), epoch
+            continue
         with torch.no_grad():
             head.eval()
             val = scores_from_logits(head(feats[val_idx]), y_t[val_idx], val_loss_fn)
@@ -169,7 +190,7 @@ def fit(
                 break
     head.load_state_dict(best_head)
     if head_only:
-        result.best_val_accuracy = best[0]
+        result.best_val_accuracy = best[0] if validate else float("nan")
         result.seconds = time.perf_counter() - start
         return result
 
@@ -181,20 +202,29 @@ def fit(
     set_backbone_trainable(model, True)
     x_all = images
     best_state = copy.deepcopy(model.state_dict())
-    val = evaluate(model, x_all[val_idx], y_t[val_idx], preprocess, val_loss_fn)
-    best, result.best_epoch = _score(val), 0
+    result.best_epoch = 0
+    if validate:
+        val = evaluate(model, x_all[val_idx], y_t[val_idx], preprocess, val_loss_fn)
+        best = _score(val)
     stage_best, stale = (-1.0, -math.inf), 0
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = all_layers_scheduler(opt, cfg, len(train_idx))
     train_images = x_all[tr]
     train_y = y_t[tr]
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, (cfg.epochs if epochs is None else epochs) + 1):
         order = balanced_order(y[train_idx], gen) if "ws" in techniques else None
         stats = train_one_epoch(model, train_images, train_y, optimizer=opt, loss_fn=loss_fn,
                                 preprocess=preprocess, batch_size=cfg.batch_size, generator=gen,
                                 flip=flip, shift=cfg.shift, order=order, scheduler=sched)
         result.train_images += stats["n"]
         result.train_seconds += stats["seconds"]
+        if not validate:
+            result.history.append({"stage": "all", "epoch": epoch, "train_loss": stats["loss"],
+                                   "train_accuracy": stats["accuracy"], "img_per_s": stats["img_per_s"]})
+            log(f"    epoch {epoch}/{epochs}: train loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} | "
+                f"{stats['img_per_s']:.0f} img/s")
+            best_state, result.best_epoch = model.state_dict(), epoch  # the last one is kept
+            continue
         val = evaluate(model, x_all[val_idx], y_t[val_idx], preprocess, val_loss_fn)
         result.history.append({"stage": "all", "epoch": epoch, "train_loss": stats["loss"],
                                "train_accuracy": stats["accuracy"], "val_loss": val["loss"],
@@ -212,6 +242,6 @@ def fit(
                 break
     model.load_state_dict(best_state)
     model.eval()
-    result.best_val_accuracy = best[0]
+    result.best_val_accuracy = best[0] if validate else float("nan")
     result.seconds = time.perf_counter() - start
     return result

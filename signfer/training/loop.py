@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from signfer.data.spec import PreprocessSpec
 from signfer.models.registry import train_mode
-from signfer.training.preprocess import Preprocess, random_shift
+from signfer.training.preprocess import random_shift
 
 
 def train_one_epoch(
@@ -24,7 +25,7 @@ def train_one_epoch(
     *,
     optimizer: torch.optim.Optimizer,
     loss_fn: nn.Module,
-    preprocess: Preprocess,
+    preprocess: PreprocessSpec,
     batch_size: int,
     generator: torch.Generator,
     flip: bool = False,
@@ -88,7 +89,7 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def _batched(fn, model: nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int,
+def _batched(fn, model: nn.Module, images: torch.Tensor, preprocess: PreprocessSpec, batch_size: int,
              flip: bool) -> torch.Tensor:
     model.eval()
     out = []
@@ -100,7 +101,7 @@ def _batched(fn, model: nn.Module, images: torch.Tensor, preprocess: Preprocess,
 
 
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int = 256,
+    model: nn.Module, images: torch.Tensor, preprocess: PreprocessSpec, batch_size: int = 256,
     flip: bool = False,
 ) -> torch.Tensor:
     """Logits of every image, in eval mode (``flip``: of the mirrored images)."""
@@ -108,7 +109,7 @@ def predict_logits(
 
 
 def extract_features(
-    model: nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int = 256,
+    model: nn.Module, images: torch.Tensor, preprocess: PreprocessSpec, batch_size: int = 256,
     flip: bool = False,
 ) -> torch.Tensor:
     """Pooled backbone features (the head's input), in eval mode."""
@@ -119,7 +120,7 @@ def extract_features(
 
 
 def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, preprocess: Preprocess,
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, preprocess: PreprocessSpec,
     loss_fn: nn.Module | None = None, batch_size: int = 256,
 ) -> dict:
     """Loss, accuracy and class probabilities of ``model`` on a labelled set."""

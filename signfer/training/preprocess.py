@@ -1,40 +1,15 @@
-"""Batched preprocessing on uint8 tensors: scale, flip, normalise.
+"""Training-time augmentation on batches, and training-side statistics.
 
 Images stay uint8 in memory (the cache); each batch becomes float only when it
-is fed to the model, so every technique is one cheap tensor operation.
+is fed to the model (:class:`signfer.data.spec.PreprocessSpec`), so every
+technique is one cheap tensor operation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a uint8 ``B x S x S x 3`` batch becomes model input.
-
-    Args:
-        mean, std: per-channel statistics in [0, 1] units; ``None`` feeds the
-            pixels in [0, 1] (no image normalisation, i.e. without ``ip``).
-    """
-
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-
-    def __call__(self, batch: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
-        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
-        if flip is not None and bool(flip.any()):
-            flip = flip.to(x.device)
-            x[flip] = x[flip].flip(-1)
-        if self.mean is not None:
-            mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-            std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-            x = (x - mean) / std
-        return x.contiguous(memory_format=torch.channels_last)
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -28,9 +28,14 @@ from signfer.data import load_dataset
 from signfer.data.cache import load_images
 from signfer.errors import SignferError
 from signfer.io import atomic_path, read_json, write_json
-from signfer.models.checkpoint import ModelMeta, build_model, load_meta, save_checkpoint
+from signfer.models.checkpoint import (
+    ModelMeta,
+    build_model,
+    provenance,
+    save_checkpoint,
+)
 from signfer.training.loop import evaluate, train_one_epoch
-from signfer.training.preprocess import Preprocess, cutmix, random_affine
+from signfer.training.preprocess import cutmix, random_affine
 from signfer.training.teacher import Teachers
 
 STATE = "state.pt"
@@ -68,18 +73,6 @@ def _cpu(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_cpu(v) for v in obj)
     return obj
-
-
-def _provenance(init: str) -> dict | None:
-    """How the checkpoint a run starts from (or learns from) was made, and what it
-    started from, for the new model's metadata: a built-in name may later hold
-    another model, so this is read when the run starts."""
-    if init in ("imagenet", "random"):
-        return None
-    m = load_meta(init)
-    return {"name": init, "command": m.command, "training_data": m.training_data,
-            "val_accuracy": m.val_accuracy,
-            **({"init_from": m.extra["init_from"]} if "init_from" in m.extra else {})}
 
 
 def _log(msg: str) -> None:
@@ -144,7 +137,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     torch.manual_seed(cfg.seed)  # before the new head is drawn
     model, meta = build_model(cfg.arch, classes, cfg.init, cfg.input_size)
     model = model.to(dev)
-    prep = Preprocess(tuple(meta.mean), tuple(meta.std))
+    prep = meta.spec
 
     def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return random_affine(x, cfg.rotate, cfg.scale, generator)  # x itself when both are 0
@@ -155,12 +148,12 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     def mix(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x, target = cutmix(x, y, len(classes), cfg.cutmix, generator)
         if teachers is not None:
-            soft = teachers(x, meta.mean, meta.std, bf16=dev.type == "cuda")
+            soft = teachers(x, prep, bf16=dev.type == "cuda")
             target = cfg.distill_weight * soft + (1 - cfg.distill_weight) * target
         return x, target
 
-    parent = _provenance(cfg.init)
-    teacher_records = [_provenance(t) for t in cfg.teachers]
+    parent = provenance(cfg.init)
+    teacher_records = [provenance(t) for t in cfg.teachers]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,

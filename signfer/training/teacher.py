@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from signfer.data.spec import PreprocessSpec
 from signfer.errors import SignferError
 from signfer.labels import canonical
 from signfer.models.checkpoint import ModelMeta, load_model
@@ -48,21 +49,18 @@ class Teachers:
             self.members.append((model, meta, columns))
 
     @torch.no_grad()  # not inference_mode: the targets enter the student's autograd graph
-    def __call__(self, x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None,
-                 bf16: bool = False) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, student: PreprocessSpec, bf16: bool = False) -> torch.Tensor:
         """Averaged class probabilities (``B x classes``, float32) of the student
-        batch ``x``, normalised with ``mean``/``std`` (``None``: pixels in [0, 1])."""
-        pixels = x.float()
-        if mean is not None:
-            pixels = pixels * _column(std, x) + _column(mean, x)
+        batch ``x``, which ``student`` (the student's spec) prepared: it is turned
+        back into pixels and prepared again by each teacher's own spec."""
+        pixels = student.denormalize(x.float())
         total = torch.zeros(len(x), len(self.members[0][2]), device=x.device)
         for model, meta, columns in self.members:
             side = meta.input_size
             inp = pixels
             if inp.shape[-1] != side or inp.shape[-2] != side:
                 inp = F.interpolate(inp, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-            if meta.normalize:
-                inp = (inp - _column(meta.mean, x)) / _column(meta.std, x)
+            inp = meta.spec.normalize(inp)
             both = torch.cat([inp, inp.flip(-1)]).contiguous(memory_format=torch.channels_last)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(both)  # the batch and its mirror image in one pass
@@ -70,6 +68,3 @@ class Teachers:
             total += probs[:len(x)] + probs[len(x):]
         return total / (2 * len(self.members))
 
-
-def _column(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(list(values), dtype=torch.float32, device=like.device).view(1, -1, 1, 1)
