@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,9 @@ DETECTED, WHOLE_IMAGE = "detected", "whole image"
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    from signfer import progress
+
+    progress.echo(msg)
 
 
 def cross_validate(
@@ -57,7 +58,9 @@ def cross_validate(
     name: str | None = None,
     dataset: dict | None = None,
     command: str = "",
+    redo_damaged: bool = False,
     log: Callable[[str], None] = _log,
+    executor=None,
 ) -> pd.DataFrame:
     """K-fold cross-validation of one configuration; returns the results table.
 
@@ -84,6 +87,11 @@ def cross_validate(
         name: the configuration's name in the results (default from the techniques).
         dataset: how the table was loaded, for the run's ``config.yaml``.
         command: the command line, for the kept models' metadata.
+        redo_damaged: run again the folds whose results are damaged (else
+            they are an error naming the file).
+        executor: where the folds run (:mod:`signfer.experiments.executors`;
+            default in this process, one after another), e.g.
+            ``RayExecutor("auto")`` for a Ray cluster.
 
     Returns:
         One row per fold: ``config, arch, fold, accuracy, macro_f1, ...``.
@@ -98,7 +106,8 @@ def cross_validate(
     spec = RunSpec(name or technique_label(t), arch, init or default_init(arch), t, train)
     grid = Grid((spec,), folds=folds, seed=seed, input_size=input_size or IMAGENET_INPUT_SIZE, train=train)
     return run_grid(table, grid, out, crop_faces=crop_faces, crop=crop, dataset=dataset,
-                    keep_models=keep_models, command=command, log=log)
+                    keep_models=keep_models, command=command, redo_damaged=redo_damaged, log=log,
+                    executor=executor)
 
 
 def _rgb(image) -> np.ndarray:
@@ -127,6 +136,9 @@ class Recognizer:
     Args:
         model: a built-in model name or a checkpoint path (what
             :func:`finetune` returns); default: the built-in MobileNetV2 model.
+            A list of several (e.g. an upper- and a lower-face model) fuses
+            them: each cuts the face its own way, their probabilities are
+            averaged (:class:`~signfer.inference.classifier.FusedClassifier`).
         detector: a detector name (``signfer detectors``), a detector object,
             or ``None`` to treat every image as a face crop.
         backend: 'auto' (ONNX Runtime when installed), 'torch' or 'onnx'.
@@ -136,9 +148,11 @@ class Recognizer:
         >>> rec.predict(["face.png", "frame.jpg"])[["image", "face_source", "label"]]  # doctest: +SKIP
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, detector="yunet", backend: str = "auto"):
+    def __init__(self, model: str | os.PathLike | list | None = None, detector="yunet", backend: str = "auto"):
         from signfer.inference.predict import make_classifier, make_detector
 
+        if isinstance(model, (list, tuple)):  # several models (e.g. upper and lower face): fused
+            model = [str(m) if isinstance(m, os.PathLike) else m for m in model]
         self.classifier = make_classifier(str(model) if isinstance(model, os.PathLike) else model, backend)
         self.detector = None if detector is None else make_detector(detector)
 
@@ -171,6 +185,7 @@ class Recognizer:
             (the whole image for ``"whole image"``), ``prob_<class>`` per
             label, ``label`` and ``confidence``.
         """
+        from signfer.inference.classifier import stack_crops
         from signfer.inference.predict import _prediction_table
 
         single = (isinstance(images, (str, os.PathLike)) or hasattr(images, "convert")
@@ -188,7 +203,7 @@ class Recognizer:
             for k, v in zip("xywh", (x, y, w, h)):
                 rows[k].append(v)
             crops.append(self.classifier.crop(image, box))
-        probs = (self.classifier.predict_proba(np.stack(crops)).astype(float) if crops
+        probs = (self.classifier.predict_proba(stack_crops(crops)).astype(float) if crops
                  else np.zeros((0, len(self.labels))))
         return _prediction_table(rows, probs, self.labels)
 

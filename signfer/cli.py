@@ -21,12 +21,13 @@ import sys
 from pathlib import Path
 
 from signfer import __version__
-from signfer.errors import SignferError
+from signfer.errors import EXIT_BAD_INPUT, SignferError
+from signfer.experiments.executors import RAY_INSTALL
 
 
 def _die(msg: str) -> int:
     print(f"signfer: error: {msg}", file=sys.stderr)
-    return 2
+    return EXIT_BAD_INPUT
 
 
 # ---------------------------------------------------------------- arguments
@@ -40,9 +41,16 @@ def _dataset_args(p: argparse.ArgumentParser, required: bool = True, crop: bool 
     g.add_argument("--keep-multilabel", action="store_true",
                    help="FePh: keep multi-label faces (one row per label) instead of skipping them")
     g.add_argument("--keep-none", action="store_true", help="FePh: keep the 'none' class")
+    g.add_argument("--allow-new-labels", action="store_true",
+                   help="manifest: keep labels that are no known class name as classes of their own "
+                        "(default: such a label, e.g. a typo, is an error listing the known names)")
     g.add_argument("--crop-faces", nargs="?", const="default", default=None, metavar="DETECTOR",
                    help="images are frames, not face crops: detect and crop the face "
                         "(optionally name the detector; see `signfer detectors`)")
+    g.add_argument("--exclude", metavar="LIST",
+                   help="leave out the faces on a duplicate list (matched by file name): a CSV with a "
+                        "`file` column, as `signfer data duplicates --out` writes, or a built-in list: "
+                        "fer2013-validation (FER2013 validation faces that also occur in train)")
     if not crop:
         return
     # how faces are cut: one CropSpec, saved with every model trained here
@@ -66,10 +74,16 @@ def _load_table(args):
         opts = {"keep_multilabel": args.keep_multilabel, "keep_none": args.keep_none}
     elif args.keep_multilabel or args.keep_none:
         raise SignferError("--keep-multilabel and --keep-none apply to --dataset feph only")
+    if args.allow_new_labels:  # recorded only when given: older run folders resume as before
+        if args.dataset != "manifest":
+            raise SignferError("--allow-new-labels applies to --dataset manifest only")
+        opts["allow_new_labels"] = True
     if args.split:
         if args.dataset != "folder":
             raise SignferError("--split applies to --dataset folder only")
         opts["split"] = args.split
+    if getattr(args, "exclude", None):  # recorded only when given, as above
+        opts["exclude"] = args.exclude
     table = load_dataset(args.dataset, os.path.expanduser(args.root), **opts)
     if table.skipped is not None and len(table.skipped):
         reasons = table.skipped["reason"].str.split("(").str[0].str.strip().value_counts()
@@ -118,8 +132,16 @@ def _command_line() -> str:
     return "signfer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def _preset_arg(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--preset", default=default, choices=["fast", "accurate"],
+                   help="training settings: 'fast' (the paper grid's) or 'accurate' (about 6x the time; "
+                        "see signfer.training.recipes); --set overrides apply on top"
+                        + (f" (default {default})" if default else " (default: the grid's own)"))
+
+
 def _train_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     # for grids, None means "as the grid file says" (else the built-in default)
+    _preset_arg(p, "fast" if defaults else None)
     p.add_argument("--folds", type=int, default=5 if defaults else None,
                    help="K of the K-fold cross-validation (default 5)")
     p.add_argument("--seed", type=int, default=0 if defaults else None,
@@ -132,22 +154,55 @@ def _train_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
                         "(see signfer.config.TrainConfig)")
     p.add_argument("--keep-models", action="store_true",
                    help="also save each fold's model as a checkpoint (runs/<config>/<arch>/fold<k>/model.*)")
+    p.add_argument("--redo-damaged", action="store_true",
+                   help="run again the folds whose result files are damaged (unreadable, cut short or "
+                        "missing), and make a damaged folds.csv again; without it they stop the run")
     p.add_argument("--out", required=True, help="run folder; re-running resumes it")
 
 
 def _video_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("videos", nargs="+")
     p.add_argument("--out", required=True)
-    p.add_argument("--model", default=None, help="default: the built-in mobilenetv2-fer")
+    p.add_argument("--model", action="append", default=None,
+                   help="default: the built-in mobilenetv2-fer; repeat to fuse several models, e.g. an "
+                        "upper- and a lower-face model (mean of their probabilities, each also written)")
     p.add_argument("--detector", default=None, help="see `signfer detectors` (default: yunet)")
     p.add_argument("--every", type=int, help="keep every N-th frame")
     p.add_argument("--fps", type=float, help="keep frames at most F per second")
     p.add_argument("--detect-every", type=int, default=1, metavar="N",
                    help="detect the face on every N-th kept frame, reuse its box in between "
                         "(faster; default 1: every kept frame)")
+    p.add_argument("--detect-size", type=int, default=None, metavar="PX",
+                   help="the detector sees a copy of each frame at most PX pixels long (default 320; "
+                        "0: the whole frame); the face is cut from the full-resolution frame")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    _ray_args(p, "each video is one Ray task; on a cluster the videos and --out must be on storage "
+                 "every node sees")
     p.epilog = ("A video that cannot be read is reported on its own error line and the others are "
                 "still done; the exit status is then 2.")
+
+
+def _ray_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help=f"run on Ray: without ADDRESS a local Ray with this machine's cores, 'auto' the "
+                        f"cluster this machine belongs to (`ray start --head`), or ray://HOST:PORT; {what} "
+                        f"(needs {RAY_INSTALL})")
+    p.add_argument("--ray-task-cpus", type=float, default=1.0, metavar="N",
+                   help="with --ray: CPU cores each task declares, and PyTorch threads in it (default 1)")
+
+
+def _executor(args):
+    """The executor ``--ray`` asks for (a local one without it); use it in a ``with``."""
+    from signfer.experiments.executors import LocalExecutor, Resources, make_executor
+
+    if not getattr(args, "ray", None):
+        return LocalExecutor()
+    if not args.ray_task_cpus > 0:
+        raise SignferError(f"--ray-task-cpus must be > 0, got {args.ray_task_cpus:g}")
+    if args.ray not in ("local", "auto") and ":" not in args.ray:  # e.g. `--ray clip.mp4` took a video
+        raise SignferError(f"--ray takes no ADDRESS, 'auto', ray://HOST:PORT or HOST:PORT, not {args.ray!r} "
+                           "(put --ray after the videos)")
+    return make_executor(args.ray, resources=Resources(cpus=args.ray_task_cpus))
 
 
 # ---------------------------------------------------------------- commands
@@ -157,6 +212,11 @@ def cmd_data_summary(args) -> int:
 
     table, _ = _load_table(args)
     print(table.summary())
+    if not args.no_duplicates:
+        from signfer.data.duplicates import describe, find_duplicates
+
+        dups = find_duplicates(table)
+        print("\n".join(describe(dups, table)) + ("\n  `signfer data duplicates` lists them" if len(dups) else ""))
     if args.crop_faces:
         print(f"framing: faces are cut from the images by {_crop(args)} (--crop-faces)")
     elif not args.no_framing:
@@ -165,18 +225,51 @@ def cmd_data_summary(args) -> int:
     return 0
 
 
+def cmd_data_duplicates(args) -> int:
+    from signfer.data import load_dataset
+    from signfer.data.duplicates import describe, find_duplicates, to_list
+    from signfer.io import atomic_path
+
+    if args.against and args.dataset != "folder":
+        raise SignferError("--against applies to --dataset folder with split folders")
+    if args.against and not args.split:
+        raise SignferError("--against needs --split: the split whose faces are looked up in it")
+    if args.out:
+        from signfer.io import check_out_files
+
+        check_out_files([args.out], "duplicate list")  # before hashing every image
+    table, ds = _load_table(args)
+    other = None
+    if args.against:
+        other = load_dataset("folder", os.path.expanduser(args.root), split=args.against)
+    dups = find_duplicates(table, against=other, max_distance=args.max_distance, mirror=not args.no_mirror)
+    listed = to_list(dups, ds["root"])
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            listed.to_csv(tmp, index=False)
+    else:
+        print(listed.to_csv(index=False), end="")
+    print("\n".join(describe(dups, table, other, args.max_distance)), file=sys.stderr)
+    if args.out:
+        print(f"list: {args.out} (use it with --exclude)", file=sys.stderr)
+    return 0
+
+
 def cmd_cv(args) -> int:
     from signfer.api import cross_validate
-    from signfer.config import TrainConfig, from_dict, parse_overrides, parse_techniques
+    from signfer.config import parse_overrides, parse_techniques
+    from signfer.training.recipes import preset
 
     crop = _crop_spec(args)
-    train = from_dict(TrainConfig, parse_overrides(args.set), "--set")
+    train = preset(args.preset, parse_overrides(args.set))
     parse_techniques(args.techniques)  # a typo fails before the dataset is read
     table, ds = _load_table(args)
-    results = cross_validate(table, args.out, arch=args.arch, techniques=args.techniques, init=args.init,
-                             folds=args.folds, seed=args.seed, input_size=args.input_size, train=train,
-                             crop=crop, crop_faces=_crop(args), keep_models=args.keep_models,
-                             name=args.name, dataset=ds, command=_command_line())
+    with _executor(args) as executor:
+        results = cross_validate(table, args.out, arch=args.arch, techniques=args.techniques, init=args.init,
+                                 folds=args.folds, seed=args.seed, input_size=args.input_size, train=train,
+                                 crop=crop, crop_faces=_crop(args), keep_models=args.keep_models,
+                                 redo_damaged=args.redo_damaged,
+                                 name=args.name, dataset=ds, command=_command_line(), executor=executor)
     return _report(args.out, results)
 
 
@@ -196,23 +289,32 @@ def cmd_grid(args) -> int:
 
     crop = _crop_spec(args)
     table, ds = _load_table(args)
+    from signfer.training.recipes import PRESETS
+
     settings = {"folds": args.folds, "seed": args.seed, "input_size": args.input_size,
-                "train": parse_overrides(args.set)}
+                "train": {**PRESETS.get(args.preset or "", {}), **parse_overrides(args.set)}}
     if args.archs:
-        if args.grid != "paper":
-            raise SignferError("--archs applies to --grid paper; a grid file lists its own archs")
+        if args.grid not in ("paper", "paper-original", "dfki2025"):
+            raise SignferError("--archs applies to --grid paper, paper-original and dfki2025; "
+                               "a grid file lists its own archs")
         settings["archs"] = tuple(args.archs.split(","))
-    results = runner.run_grid(table, named_grid(args.grid, **settings), args.out, crop_faces=_crop(args),
-                              crop=crop, dataset=ds, keep_models=args.keep_models, command=_command_line())
+    grid = named_grid(args.grid, **settings)
+    with _executor(args) as executor:
+        results = runner.run_grid(table, grid, args.out, crop_faces=_crop(args),
+                                  crop=crop, dataset=ds, keep_models=args.keep_models, command=_command_line(),
+                                  redo_damaged=args.redo_damaged, executor=executor)
     return _report(args.out, results)
 
 
 def cmd_train(args) -> int:
     from signfer.api import finetune
-    from signfer.config import TrainConfig, from_dict, parse_overrides, parse_techniques
+    from signfer.config import parse_overrides, parse_techniques
+    from signfer.training.recipes import preset
 
     crop = _crop_spec(args)
-    train = from_dict(TrainConfig, parse_overrides(args.set), "--set")
+    # --epochs-from alone trains with the settings of that run
+    given = args.preset is not None or args.set
+    train = preset(args.preset or "accurate", parse_overrides(args.set)) if given or not args.epochs_from else None
     parse_techniques(args.techniques)
     table, _ = _load_table(args)
     stem = finetune(table, args.out, arch=args.arch, init=args.init, techniques=args.techniques, train=train,
@@ -225,9 +327,9 @@ def cmd_train(args) -> int:
 def cmd_report(args) -> int:
     from signfer.metrics.report import load_results, summary_table, write_report
 
-    path = write_report(args.run)
+    path = write_report(args.run, html=args.html)
     print(summary_table(load_results(args.run)).to_string())
-    print(f"\nreport: {path}")
+    print(f"\nreport: {path}" + (f"\nhtml: {path.parent / 'report.html'}" if args.html else ""))
     return 0
 
 
@@ -261,7 +363,11 @@ def cmd_pretrain(args) -> int:
     given = {name: getattr(args, name) for name, _, _ in PRETRAIN_FLAGS if getattr(args, name) is not None}
     if args.teacher:
         given["teachers"] = tuple(args.teacher)
-    cfg = PretrainConfig(**given)
+    try:
+        cfg = PretrainConfig(**given)
+    except SignferError as e:  # name the option: "--batch-size must be >= 1, got 0"
+        name, rest = str(e).split(" ", 1)
+        raise SignferError(f"--{name.replace('_', '-')} {rest}") from None
     stem = pretrain(os.path.expanduser(args.root), args.out, cfg, command=_command_line(),
                     max_epochs_this_run=args.max_epochs_this_run, device=args.device,
                     time_limit_s=None if args.time_limit is None else 60 * args.time_limit)
@@ -336,6 +442,9 @@ def _model_details(meta) -> list[str]:
         lines.append(f"epochs from cross-validation: {cv.get('epochs')} (median best epoch of "
                      f"{cv.get('folds')} folds of {cv.get('run')}, accuracy {cv.get('accuracy_mean')} "
                      f"± {cv.get('accuracy_sd')})")
+    src = meta.extra.get("source")
+    if isinstance(src, dict) and src.get("sha256"):  # an imported model (signfer import)
+        lines.append(f"imported from {src.get('file')} ({src.get('format')}), sha256 {src['sha256']}")
     lines += _provenance_lines(meta)
     lines.append(f"command: {meta.command or 'not recorded'}")
     lines.append(f"signfer version: {meta.signfer_version or 'not recorded'}")
@@ -376,9 +485,13 @@ def cmd_evaluate(args) -> int:
     # the options change the model's own crop; checked before the model is read
     crop = _crop_spec(args, base=lambda: load_meta(args.model).spec.crop)
     table, _ = _load_table(args)
-    m = evaluate_model(table, args.model, crop_faces=_crop(args), crop=crop, backend=args.backend)
+    with _executor(args) as executor:
+        m = evaluate_model(table, args.model, crop_faces=_crop(args), crop=crop, backend=args.backend,
+                           halves=args.halves, executor=executor)
     print(f"{args.model} on {table.name} ({m['n']} faces): accuracy {m['accuracy']:.4f}, "
           f"macro-F1 {m['macro_f1']:.4f}, {m['faces_per_s']:.0f} faces/s")
+    for half, h in m.get("halves", {}).items():
+        print(f"  {half} half ({h['n']} faces): accuracy {h['accuracy']:.4f}, macro-F1 {h['macro_f1']:.4f}")
     for c, v in m["per_class"].items():
         print(f"  {c:<10} recall {v['recall']:.3f}  precision {v['precision']:.3f}  n {v['support']}")
     if m.get("unmapped"):
@@ -401,15 +514,17 @@ def _print_errors(errors: list[str]) -> int:
     """One ``signfer: error:`` line per video that failed; 2 if any did (the rest were done)."""
     for e in errors:
         print(f"signfer: error: {e}", file=sys.stderr)
-    return 2 if errors else 0
+    return EXIT_BAD_INPUT if errors else 0
 
 
 def cmd_annotate(args) -> int:
     from signfer.inference.predict import annotate
 
-    res = annotate(args.videos, args.out, model=args.model, detector=args.detector, backend=args.backend,
-                   every=args.every, fps=args.fps, detect_every=args.detect_every, smooth=args.smooth,
-                   min_duration=args.min_duration, overlay=args.overlay)
+    with _executor(args) as executor:
+        res = annotate(args.videos, args.out, model=args.model, detector=args.detector, backend=args.backend,
+                       every=args.every, fps=args.fps, detect_every=args.detect_every, smooth=args.smooth,
+                       min_duration=args.min_duration, overlay=args.overlay, detect_size=args.detect_size,
+                       executor=executor)
     for r in res.results:
         print(r.summary())
     return _print_errors(res.errors)
@@ -418,9 +533,10 @@ def cmd_annotate(args) -> int:
 def cmd_suggest(args) -> int:
     from signfer.inference.predict import suggest
 
-    res = suggest(args.videos, args.out, n=args.n, method=args.method, model=args.model,
-                  detector=args.detector, backend=args.backend, every=args.every, fps=args.fps,
-                  detect_every=args.detect_every)
+    with _executor(args) as executor:
+        res = suggest(args.videos, args.out, n=args.n, method=args.method, model=args.model,
+                      detector=args.detector, backend=args.backend, every=args.every, fps=args.fps,
+                      detect_every=args.detect_every, detect_size=args.detect_size, executor=executor)
     for r in res.results:
         print(f"{r.video}: {len(r.table)} frames to annotate first ({args.method}) -> {r.eaf}")
     return _print_errors(res.errors)
@@ -443,6 +559,14 @@ def cmd_export_onnx(args) -> int:
     path, diff = export_onnx(args.model, args.out)
     print(f"wrote {path} (max |logit diff| vs PyTorch: {diff:.2e})")
     return 0 if diff < 1e-4 else _die(f"ONNX parity check failed: {diff:.2e} >= 1e-4")
+
+
+def cmd_import_hsemotion(args) -> int:
+    from signfer.models.hsemotion import import_hsemotion
+
+    stem = import_hsemotion(args.file, args.out, trust=args.trust, command=_command_line())
+    print(f"checkpoint: {stem}.safetensors + {stem.name}.json (`signfer models {stem}` describes it)")
+    return 0
 
 
 def cmd_detectors(args) -> int:
@@ -468,6 +592,11 @@ def get_parser() -> argparse.ArgumentParser:
         "fine-tune FER-pretrained CNNs, cross-validate them, annotate videos for ELAN.")
     p.add_argument("--version", action="version", version=f"signfer {__version__}")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all cores)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars and no per-epoch lines (results and errors are still printed)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print the per-epoch training lines also where a progress bar is shown "
+                        "(bars are drawn only when stderr is a terminal; elsewhere the lines are printed)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
@@ -475,7 +604,23 @@ def get_parser() -> argparse.ArgumentParser:
     _dataset_args(s)
     s.add_argument("--no-framing", action="store_true",
                    help="skip measuring where the face lies in the images (runs the face detector on 200 of them)")
+    s.add_argument("--no-duplicates", action="store_true",
+                   help="skip counting exact and near duplicate faces (hashes every image)")
     s.set_defaults(func=cmd_data_summary)
+    s = data.add_parser("duplicates", help="exact and near-exact duplicate faces, within a dataset or "
+                                           "across splits, as a list for --exclude")
+    _dataset_args(s)
+    s.add_argument("--against", metavar="SPLIT",
+                   help="folder datasets with splits: list the --split faces that occur in this split "
+                        "(e.g. --split validation --against train); default: duplicates within the dataset")
+    s.add_argument("--max-distance", type=int, default=64, metavar="BITS",
+                   help="near duplicates: perceptual hashes differ in at most this many of 256 bits "
+                        "(default 64; 0: equal hashes only; -1: exact copies only)")
+    s.add_argument("--no-mirror", action="store_true", help="do not match a face with the mirror image of another")
+    s.add_argument("--out", metavar="CSV",
+                   help="write the list here (file, label, reason, distance, match, match_label; paths "
+                        "relative to --root); default: print it")
+    s.set_defaults(func=cmd_data_duplicates)
     s = data.add_parser("from-elan", help="ELAN tiers + their videos -> a training manifest")
     s.add_argument("eaf", nargs="+")
     s.add_argument("--tier", required=True)
@@ -493,13 +638,18 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--techniques", default="ft,ip,hf", help="any of ft,head,hf,cw,ws,ip,he; 'none' = zero-shot")
     s.add_argument("--name", help="configuration name in the results (default from the techniques)")
     _train_args(s)
+    _ray_args(s, "each fold is one Ray task, results are written here as they arrive")
     s.set_defaults(func=cmd_cv)
 
     s = sub.add_parser("grid", help="a grid of configurations on identical folds")
     _dataset_args(s, crop=True)
-    s.add_argument("--grid", default="paper", help="'paper' or a YAML file")
-    s.add_argument("--archs", help="paper grid: comma-separated architectures")
+    s.add_argument("--grid", default="paper",
+                   help="'paper', 'paper-original' (from HSEmotion's checkpoints at 224 px, see the README), "
+                        "'dfki2025' (the best row with each step of the DFKI 2025 face pipeline added) "
+                        "or a YAML file")
+    s.add_argument("--archs", help="paper grids: comma-separated architectures")
     _train_args(s, defaults=False)
+    _ray_args(s, "each (configuration, arch, fold) is one Ray task, results are written here as they arrive")
     s.set_defaults(func=cmd_grid)
 
     s = sub.add_parser("train", help="fine-tune one configuration on a whole dataset -> a checkpoint")
@@ -509,6 +659,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--init", help="random, imagenet, a built-in model or a checkpoint (default: the built-in FER model)")
     s.add_argument("--techniques", default="ft,ip,hf",
                    help="any of ft,head,hf,cw,ws,ip,he; must include ft or head (default ft,ip,hf)")
+    s.add_argument("--preset", default=None, choices=["fast", "accurate"],
+                   help="training settings (see signfer.training.recipes; default: accurate, or with "
+                        "--epochs-from the settings of that run); --set overrides apply on top")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override a training setting, e.g. --set epochs=5 (see signfer.config.TrainConfig)")
     s.add_argument("--seed", type=int, default=0, help="fixes the inner split and training randomness (default 0)")
@@ -524,6 +677,9 @@ def get_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("report", help="results.md, paired tests and plots for a run folder")
     s.add_argument("run")
+    s.add_argument("--html", action="store_true",
+                   help="also write report.html: one self-contained page (images inline, no external URL) "
+                        "with the tables, tests, figures, learning curves and the resolved config")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("pretrain", help="pre-train a general FER model (train/ + validation/)")
@@ -554,6 +710,10 @@ def get_parser() -> argparse.ArgumentParser:
     _dataset_args(s, crop=True)
     s.add_argument("--model", required=True)
     s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    s.add_argument("--halves", action="store_true",
+                   help="also score the two fixed halves of the faces (by a hash of the file name): the "
+                        "selection half, to choose models on, and the report half, that nothing chose on")
+    _ray_args(s, "the faces are cut here and classified in chunks, one task each")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="label and probabilities for face images")
@@ -584,6 +744,16 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--out")
     s.set_defaults(func=cmd_export_onnx)
 
+    imp = sub.add_parser("import", help="import another tool's model as a signfer checkpoint").add_subparsers(
+        dest="import_command", required=True)
+    s = imp.add_parser("hsemotion", help="HSEmotion's enet_b0_7.pt or mobilenet_7.h5 (the paper's starting models)")
+    s.add_argument("file", help="the .pt (pickled timm model) or .h5 (Keras) file")
+    s.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write: MODEL.safetensors + MODEL.json")
+    s.add_argument("--trust", action="store_true",
+                   help="needed for pickles (.pt): they can run code when loaded; signfer's reader refuses "
+                        "to, but the file still comes from outside")
+    s.set_defaults(func=cmd_import_hsemotion)
+
     s = sub.add_parser("demo", help="the main job end to end on a generated set (or --data)")
     s.add_argument("--out", default="demo_out")
     s.add_argument("--data", help="a FePh folder to use instead of the generated set")
@@ -594,16 +764,23 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        return _die(f"--threads must be >= 1, got {args.threads}")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    from signfer import progress
+
+    progress.configure(quiet=args.quiet, verbose=args.verbose)
     try:
         return args.func(args)
     except SignferError as e:
         return _die(str(e))
     except KeyboardInterrupt:
         return _die("interrupted; finished folds are saved, re-run the same command to resume")
+    except OSError as e:  # a file the checks before the work did not foresee (e.g. a full disk)
+        return _die(f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
-"""Atomic file writes (a killed run never leaves a half-written result behind) and the cache folder."""
+"""Atomic file writes (a killed run never leaves a half-written result behind), checks that
+outputs can be written before the work starts, and the cache folder."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from signfer.errors import SignferError
 
 
 @contextmanager
@@ -34,6 +37,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def ensure_out_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create folder ``path`` if needed and prove that files can be written in it.
+
+    Called before a command starts its work, so that an output it cannot
+    write fails in one line first, not with a traceback at the end.
+
+    Raises:
+        SignferError: ``path`` is a file, cannot be created (a file on the
+            way, a read-only or virtual file system such as ``/proc``), or
+            refuses new files; the message names it.
+    """
+    path = Path(path)
+    if path.is_file():
+        raise SignferError(f"{path}: is a file, not a folder (the {what}); choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".signfer-write-test.{os.getpid()}.{secrets.token_hex(4)}"
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        os.unlink(probe)
+    except OSError as e:
+        raise SignferError(f"{path}: cannot write the {what} there ({e.strerror or e})") from None
+    return path
+
+
+def check_out_files(paths: Iterable[str | os.PathLike], what: str = "output") -> None:
+    """Each of ``paths`` can be written: it is no folder and its folder takes new files.
+
+    >>> check_out_files(["ann/clip.frames.csv", "ann/clip.eaf"])  # doctest: +SKIP
+    """
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise SignferError(f"{path}: is a folder, but the {what} file is to be written there; "
+                               "move it away or choose another --out")
+        ensure_out_dir(path.parent, f"folder of the {what}")
 
 
 def cache_dir() -> Path:

@@ -16,6 +16,10 @@ Conventions:
   is applied, so ``image`` is upright as a player shows it. Only multiples of
   90 degrees are applied; other angles do not occur in practice and are
   ignored. Mirroring flags in the matrix are ignored too.
+* Speed: FFmpeg decodes with its own threads (``thread_type = "AUTO"``: frame
+  and slice threads; the frames and their order are the same as without).
+  Frames that ``every``/``fps`` drop are still decoded, since later frames are
+  predicted from them, but never converted to RGB arrays.
 
 >>> for frame in iter_frames("clip.mp4", fps=5):  # doctest: +SKIP
 ...     print(frame.index, frame.timestamp_s, frame.image.shape)
@@ -23,6 +27,7 @@ Conventions:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +189,29 @@ def _check_complete(path: Path, stream: av.video.stream.VideoStream, packets: in
             f"{path}: truncated video: the file holds {packets} of the {expected} "
             "frames its index lists"
         )
+
+
+def frame_count_hint(path: str | Path, *, every: int | None = None, fps: float | None = None) -> int | None:
+    """About how many frames :func:`iter_frames` will yield, from the header alone
+    (for a progress bar); ``None`` when the header does not say or the file
+    cannot be opened. Never raises: the real reading reports bad files."""
+    try:
+        container, stream = _open(path)
+    except SignferError:
+        return None
+    try:
+        n = stream.frames or 0
+        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        if not n and stream.duration is not None and stream.time_base is not None and rate:
+            n = round(float(stream.duration * stream.time_base) * rate)
+    finally:
+        container.close()
+    if not n:
+        return None
+    kept = -(-n // int(every or 1))
+    if fps and rate:
+        kept = min(kept, math.ceil(n * fps / rate))
+    return kept
 
 
 def probe(path: str | Path) -> dict:

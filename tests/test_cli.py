@@ -336,12 +336,27 @@ def trained(cv_run, feph_small, tiny_fer, tmp_path_factory):
     stem = tmp_path_factory.mktemp("train") / "feph-tiny"
     argv = ["train", "--dataset", "feph", "--root", str(feph_small), "--init", str(tiny_fer),
             "--techniques", "ft,ip,hf", "--epochs-from", str(cv_out), "--margin", "1.6", "--region", "upper",
-            "--out", str(stem), *TINY]
+            "--out", str(stem), "--preset", "fast", *TINY]  # cv's preset, with the same --set
     buf = io.StringIO()  # capsys is per test; this fixture is per module
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
         mp.setattr("sys.argv", ["signfer", *argv])  # what the checkpoint records as its command
         rc = main(argv)
     return rc, buf.getvalue(), stem, argv
+
+
+def test_train_with_epochs_from_alone_takes_the_runs_settings(cv_run, feph_small, tiny_fer, tmp_path, capsys):
+    from signfer.models.checkpoint import load_meta
+
+    _, cv_out, _ = cv_run
+    rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", feph_small, "--init", tiny_fer,
+                     "--epochs-from", cv_out, "--out", tmp_path / "m")
+    assert rc == 0, err
+    config = load_meta(tmp_path / "m").config
+    assert (config["epochs"], config["head_epochs"], config["batch_size"], config["patience"]) == (1, 1, 16, 2)
+    # with other settings than the run's, no fold matches
+    rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", feph_small, "--init", tiny_fer,
+                     "--epochs-from", cv_out, "--preset", "accurate", "--out", tmp_path / "m2")
+    assert rc == 2 and "training settings" in err and not (tmp_path / "m2.json").exists()
 
 
 def test_train_writes_a_checkpoint_with_its_record(trained, feph_small):

@@ -401,7 +401,7 @@ def test_load_dataset_dispatches(tmp_path):
     assert DATASETS == ("feph", "folder", "manifest")
     assert dataset_options("feph") == ("keep_multilabel", "keep_none")
     assert dataset_options("folder") == ("split",)
-    assert dataset_options("manifest") == ()
+    assert dataset_options("manifest") == ("allow_new_labels",)
     feph = load_dataset("feph", make_feph(tmp_path / "f"), keep_multilabel=True)
     assert len(feph.samples) == 18
     folder = load_dataset("folder", make_folder_dataset(tmp_path / "d", ("happy",), 3))
@@ -416,7 +416,7 @@ def test_load_dataset_unknown_kind_and_option(tmp_path):
     expected = "unknown option.*split.*valid options: keep_multilabel, keep_none"
     with pytest.raises(SignferError, match=expected):
         load_dataset("feph", tmp_path, split="train")
-    with pytest.raises(SignferError, match="valid options: none"):
+    with pytest.raises(SignferError, match="valid options: allow_new_labels"):
         load_dataset("manifest", tmp_path / "m.csv", split="train")
 
 

@@ -184,3 +184,51 @@ def test_paired_tests_overall_scope_compares_architectures():
 def test_paired_tests_missing_metric_is_an_error():
     with pytest.raises(SignferError, match="macro_recall"):
         paired_tests(_two_configs(A, A), metric="macro_recall")
+
+
+# ---------------------------------------------------------------- corrected resampled t-test
+
+def _t4_two_sided_p(t: float) -> float:
+    """Two-sided p of Student's t with 4 degrees of freedom, from its closed-form CDF:
+    F(t) = 1/2 + 3/8 * u * (1 - t^2 / (12 w)), with w = 1 + t^2/4 and u = t / sqrt(w)."""
+    w = 1 + t * t / 4
+    return 1 - 2 * (3 / 8) * (abs(t) / np.sqrt(w)) * (1 - t * t / (12 * w))
+
+
+def test_corrected_resampled_ttest_by_hand():
+    from signfer.metrics.stats import corrected_resampled_ttest
+
+    d = [0.01, 0.02, 0.03, 0.04, 0.05]  # mean 0.03, sample variance 0.00025
+    # K = 5 folds, n_test/n_train = 1/4: variance x (1/5 + 1/4) = 0.45
+    t = 0.03 / np.sqrt(0.45 * 0.00025)  # = 2 * sqrt(2)
+    assert t == pytest.approx(2 * np.sqrt(2))
+    assert _t4_two_sided_p(t) == pytest.approx(0.04742, abs=1e-5)
+    assert corrected_resampled_ttest(d, 0.25) == pytest.approx(_t4_two_sided_p(t), rel=1e-9)
+    # ratio 0 is the plain one-sample t-test of the differences: t = 0.03 / sqrt(0.00025 / 5)
+    assert corrected_resampled_ttest(d, 0.0) == pytest.approx(_t4_two_sided_p(3 * np.sqrt(2)), rel=1e-9)
+    assert corrected_resampled_ttest([-x for x in d], 0.25) == pytest.approx(_t4_two_sided_p(t))
+    # degenerate cases
+    assert corrected_resampled_ttest([0.0, 0.0, 0.0], 0.5) == 1.0
+    assert np.isnan(corrected_resampled_ttest([0.02, 0.02, 0.02], 0.5))
+    assert np.isnan(corrected_resampled_ttest([0.02], 0.5))
+
+
+def test_paired_tests_corrected_p_uses_fold_sizes_and_exceeds_the_plain_one():
+    b = [x + g for x, g in zip(A, GAIN)]
+    df = _two_configs(A, b)
+    d = np.asarray(A) - np.asarray(b)
+    # Without fold sizes: K-fold's n_test/n_train = 1/(K-1) = 1/4.
+    row = paired_tests(df, overall=False).iloc[0]
+    assert row["test_train_ratio"] == pytest.approx(0.25)
+    t = d.mean() / np.sqrt((1 / 5 + 1 / 4) * d.var(ddof=1))
+    assert row["corrected_t_p"] == pytest.approx(_t4_two_sided_p(t), rel=1e-9)
+    assert row["corrected_t_p"] > row["ttest_p"]
+    # With them: n_test / (n_train + n_val), the training side of the fold: 30 / (100 + 20).
+    sized = df.assign(n_test=30, n_train=100, n_val=20)
+    row = paired_tests(sized, overall=False).iloc[0]
+    assert row["test_train_ratio"] == pytest.approx(0.25)
+    sized = df.assign(n_test=20, n_train=50, n_val=10)
+    row = paired_tests(sized, overall=False).iloc[0]
+    assert row["test_train_ratio"] == pytest.approx(1 / 3)
+    t = d.mean() / np.sqrt((1 / 5 + 1 / 3) * d.var(ddof=1))
+    assert row["corrected_t_p"] == pytest.approx(_t4_two_sided_p(t), rel=1e-9)

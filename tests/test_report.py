@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import html.parser
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -40,14 +44,20 @@ def _write_run(out, archs=ARCHS, rename=None):
                 f1 = F1[(key, arch)]
                 rows.append({"config": config, "arch": arch, "fold": fold, "accuracy": acc,
                              "macro_f1": f1, "weighted_f1": f1, "macro_recall": f1,
-                             "n_test": 10, "seconds": 1.5})
+                             "n_train": 34, "n_val": 6, "n_test": 10, "seconds": 1.5})
                 y_pred = np.where(rng.random(10) < 0.7, Y_TRUE, rng.integers(0, 3, 10))
                 m = compute_metrics(Y_TRUE, y_pred, CLASSES) | {
                     "config": config, "arch": arch, "fold": fold}
                 d = out / "runs" / config / arch / f"fold{fold}"
                 d.mkdir(parents=True)
                 (d / "metrics.json").write_text(json.dumps(m))
+                # two head-only epochs, then four of all layers, as fit() logs them
+                val = [acc - 0.1, acc - 0.05, acc - 0.07, acc - 0.02, acc, acc - 0.01]
+                (d / "history.json").write_text(json.dumps(
+                    [{"stage": "head", "epoch": e + 1, "val_accuracy": v} for e, v in enumerate(val[:2])]
+                    + [{"stage": "all", "epoch": e + 1, "val_accuracy": v} for e, v in enumerate(val[2:])]))
     pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
+    (out / "config.yaml").write_text("folds: 5\nseed: 0\ndataset: {kind: feph, root: /data/FePh}\n")
     # A stale fold that results.csv does not list: must not enter the report.
     stale = out / "runs" / "baseline" / "mobilenet" / "fold9"
     stale.mkdir(parents=True)
@@ -153,3 +163,119 @@ def test_missing_or_empty_results_is_a_signfer_error(tmp_path, content):
     with pytest.raises(SignferError, match="results.csv"):
         write_report(tmp_path)
     assert not (tmp_path / "results.md").exists()
+
+
+def test_report_gives_the_corrected_resampled_ttest_and_marks_selection_bias(report):
+    from scipy import stats
+
+    _, _, md, _ = report
+    # mobilenet, baseline - augment per fold: -0.10, -0.09, -0.08, -0.07, -0.06; n_test/n_train
+    # = 10 / (34 + 6) = 0.25 for K = 5: t = -0.08 / sqrt((1/5 + 1/4) * 0.00025)
+    t = -0.08 / np.sqrt((1 / 5 + 1 / 4) * 0.00025)
+    corrected = 2 * stats.t.sf(abs(t), df=4)
+    plain = 2 * stats.t.sf(0.08 / np.sqrt(0.00025 / 5), df=4)
+    assert corrected == pytest.approx(0.00166, abs=1e-5) and plain < corrected
+    assert f"| mobilenet | baseline | augment | 5 | -8.0 | 0.0625 | {corrected:.3g} | <0.001 |" in md
+    assert "Nadeau & Bengio" in md and "n_test/n_train = 0.25" in md
+    assert "Selection bias" in md and "selection bias" in md
+
+
+class _Page(html.parser.HTMLParser):
+    """Collects what a self-contained page may not have: tags and the URLs it points at."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.urls, self.images, self.tables = [], [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.tables += tag == "table"
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "data", "action", "poster") and value:
+                self.urls.append(value)
+            if tag == "img" and name == "src":
+                self.images.append(value)
+
+
+@pytest.fixture(scope="module")
+def html_report(report):
+    out = report[0]
+    write_report(out, html=True)
+    return out / "report.html"
+
+
+def test_html_report_is_self_contained(html_report):
+    text = html_report.read_text(encoding="utf-8")
+    page = _Page()
+    page.feed(text)
+    # no server, no network: every image inline, no script, style sheet or font from elsewhere
+    assert not {"script", "link", "iframe", "object"} & set(page.tags)
+    assert "@import" not in text and "url(" not in text
+    assert page.urls and all(u.startswith("data:image/png;base64,") for u in page.urls)
+    for src in page.images:
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == PNG_SIGNATURE
+    # the fold accuracy plot, the learning curves and one confusion matrix per (config, arch)
+    assert len(page.images) == 2 + len(CONFIGS) * len(ARCHS)
+    # the paper-style table, the tests, per-class recall, the resolved config
+    assert page.tables >= 4
+    assert "<strong>92.0 ± 1.6 (81.2)</strong>" in text
+    assert "corrected t-test p" in text and "Selection bias" in text
+    assert "Per-class recall" in text and "Learning curves" in text
+    assert "dataset: {kind: feph, root: /data/FePh}" in text
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _headless(args: list[str], tmp_path) -> subprocess.CompletedProcess:
+    # --no-sandbox: tests run as root in CI; a profile of its own keeps runs apart
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", *args]
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium for a real browser "
+                    "(`make test` installs it with apt-get when it can)")
+def test_html_report_renders_in_headless_chromium(html_report, tmp_path):
+    """The page as a browser shows it: the table is there, every image decoded, a screenshot."""
+    expected = 2 + len(CONFIGS) * len(ARCHS)
+    # A copy with a probe that records, once the page has loaded, how many images decoded.
+    probe = ("<script>window.addEventListener('load', () => { const i = [...document.images];"
+             " document.body.dataset.images = i.length;"
+             " document.body.dataset.decoded = i.filter(x => x.complete && x.naturalWidth > 0).length;"
+             " document.body.dataset.tables = document.querySelectorAll('table').length; });</script>")
+    probed = tmp_path / "probed.html"
+    probed.write_text(html_report.read_text(encoding="utf-8").replace("</body>", probe + "</body>"),
+                      encoding="utf-8")
+    done = _headless(["--virtual-time-budget=10000", "--dump-dom", probed.as_uri()], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    assert f'data-images="{expected}"' in dom, dom[:500]
+    assert f'data-decoded="{expected}"' in dom
+    assert "92.0 ± 1.6 (81.2)" in dom and "data-tables=" in dom
+
+    shot = tmp_path / "report.png"
+    done = _headless(["--hide-scrollbars", "--window-size=1280,2400", f"--screenshot={shot}",
+                      html_report.as_uri()], tmp_path)
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (1280, 2400)
+        grey = np.asarray(im.convert("L"), dtype=float)
+    assert grey.std() > 10  # text, tables and figures, not a blank page
+
+
+def test_report_command_writes_the_html_page(report, capsys):
+    from signfer.cli import main
+
+    out = report[0]
+    (out / "report.html").unlink(missing_ok=True)
+    assert main(["report", str(out), "--html"]) == 0
+    assert f"html: {out / 'report.html'}" in capsys.readouterr().out
+    assert (out / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")

@@ -61,7 +61,10 @@ def load_dataset(kind: str, root: str | os.PathLike, **options: object) -> Sampl
             (:func:`load_manifest`, ``root`` being the CSV file).
         root: the dataset folder, or the manifest file.
         **options: the adapter's keyword options, e.g. ``keep_multilabel=True``
-            for FePh or ``split="train"`` for folders.
+            for FePh or ``split="train"`` for folders; and, for every kind,
+            ``exclude``: a duplicate list (a built-in name such as
+            ``"fer2013-validation"`` or a CSV path) whose faces are dropped
+            and counted as skipped (:func:`signfer.data.duplicates.drop_listed`).
 
     Raises:
         SignferError: for an unknown kind or option (listing the valid ones),
@@ -76,14 +79,20 @@ def load_dataset(kind: str, root: str | os.PathLike, **options: object) -> Sampl
         signfer.errors.SignferError: unknown option(s) split for dataset kind 'feph'; ...
     """
     adapter = _adapter(kind)
+    exclude = options.pop("exclude", None)
     valid = dataset_options(kind)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise SignferError(
             f"unknown option(s) {', '.join(unknown)} for dataset kind {kind!r}; "
-            f"valid options: {', '.join(valid) or 'none'}"
+            f"valid options: {', '.join([*valid, 'exclude'])}"
         )
-    return adapter(root, **options)
+    table = adapter(root, **options)
+    if exclude is None:
+        return table
+    from signfer.data.duplicates import drop_listed
+
+    return drop_listed(table, exclude)
 
 
 __all__ = [

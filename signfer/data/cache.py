@@ -8,10 +8,12 @@ mode; it lives in ``$SIGNFER_CACHE`` (default ``~/.cache/signfer``).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import sys
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -19,7 +21,8 @@ from PIL import Image
 
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
-from signfer.faces.crop import CropSpec, crop_face, largest
+from signfer.faces.crop import CropSpec, crop_face
+from signfer.faces.framing import detect_largest
 from signfer.io import atomic_path, cache_dir
 
 CACHE_VERSION = "1"
@@ -31,7 +34,9 @@ def _key(paths: list[str], size: int, crop_faces: str | None, crop: CropSpec) ->
     # it had before crop specs existed, so caches built then are still found.
     crop = replace(crop, framing=None, detector=None)
     spec = "" if crop == CropSpec() else "|" + json.dumps(crop.to_dict(), sort_keys=True)
-    h = hashlib.sha1(f"{CACHE_VERSION}|{size}|{crop_faces}{spec}".encode())
+    # detection enlarges small images first (since the crop spec): another key
+    detection = "|enlarged" if crop_faces else ""
+    h = hashlib.sha1(f"{CACHE_VERSION}|{size}|{crop_faces}{detection}{spec}".encode())
     for p in paths:
         try:
             st = os.stat(p)
@@ -41,16 +46,63 @@ def _key(paths: list[str], size: int, crop_faces: str | None, crop: CropSpec) ->
     return h.hexdigest()[:20]
 
 
+#: Image modes that ``convert("RGB")`` turns into 8-bit RGB without loss of meaning.
+RGB_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+#: 16-bit greyscale modes: ``convert("RGB")`` would clip them at 255 (all white).
+GREY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray | None:
+    """``im`` as RGB uint8, scaled by its bit depth; ``None`` for a mode we cannot read."""
+    if im.mode in RGB_MODES:
+        return np.asarray(im.convert("RGB"))
+    sixteen = im.mode in GREY16_MODES or (
+        # 16-bit greyscale that older Pillows (and 16-bit TIFFs) open as 32-bit "I"
+        im.mode == "I" and (im.format == "PNG" or getattr(im, "tag_v2", {}).get(258) in (16, (16,))))
+    if not sixteen:
+        return None
+    grey = (np.asarray(im).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
 def read_rgb(path: str, source: str = "") -> np.ndarray:
-    """Decode one image file to an RGB uint8 array, or fail naming the file and row."""
+    """Decode one image file to an RGB uint8 array, or fail naming the file and row.
+
+    8-bit images of any colour mode are converted to RGB; 16-bit greyscale
+    (e.g. a 16-bit PNG) is scaled to 8 bits by its depth (``>> 8``). Other
+    modes (32-bit integer or float pixels, whose range is unknown) are
+    refused. An image over Pillow's decompression-bomb limit is refused beyond
+    twice the limit and decoded with a one-line note below that.
+    """
     where = f"{source}: " if source and source != path else ""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                mode, size = im.mode, im.size
+                rgb = _to_rgb(im)
+        for w in caught:
+            if issubclass(w.category, Image.DecompressionBombWarning):
+                print(f"note: {where}{path}: very large image ({size[0]} x {size[1]} pixels, over "
+                      f"Pillow's limit of {Image.MAX_IMAGE_PIXELS}); decoded anyway", file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     except FileNotFoundError:
         raise SignferError(f"{where}image not found: {path}") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise SignferError(f"{where}cannot read image {path}: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise SignferError(f"{where}refused image {path}: {e}") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise SignferError(f"{where}cannot read image {path}: {_reason(e)}") from None
+    if rgb is None:
+        raise SignferError(f"{where}cannot read image {path}: pixel mode {mode!r} is not supported "
+                           "(8-bit images or 16-bit greyscale; convert it to 8-bit RGB)")
+    return rgb
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.errno == errno.ELOOP:
+        return "symbolic link loop"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def load_images(
@@ -93,7 +145,7 @@ def load_images(
         image = read_rgb(p, src)
         box = None
         if detector is not None:
-            box = largest(detector.detect(image))
+            box = detect_largest(detector, image)
             no_face += box is None
         out[i] = crop_face(image, box, size, crop)
         if progress and (i + 1) % 2000 == 0:

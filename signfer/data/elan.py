@@ -34,7 +34,7 @@ from signfer.errors import SignferError
 from signfer.export.tables import write_table
 from signfer.faces.base import Detector
 from signfer.faces.crop import crop_face, largest
-from signfer.io import atomic_path
+from signfer.io import atomic_path, check_out_files, ensure_out_dir
 from signfer.labels import canonical
 from signfer.video import Frame, iter_frames
 
@@ -163,9 +163,13 @@ def manifest_from_elan(
         raise SignferError(f"video={video} is one file but {len(eaf_paths)} ELAN files were given")
     if per_segment < 1:
         raise SignferError(f"per_segment must be at least 1, got {per_segment}")
+    if size is not None and not size >= 16:
+        raise SignferError(f"size must be at least 16 pixels, got {size}")
     size = int(size or DEFAULT_CROP_SIZE)
     out_csv = Path(out_csv)
     faces_dir = out_csv.parent / f"{out_csv.stem}_faces"
+    check_out_files([out_csv], "manifest")  # before any video is decoded
+    ensure_out_dir(faces_dir, "face crops folder")
     rows: list[dict] = []
     for eaf_path in eaf_paths:
         rows += _crops_from_eaf(eaf_path, tier, detector, size, per_segment, video,

@@ -27,6 +27,7 @@ from pathlib import Path
 from signfer.data.manifest import (
     build_table,
     path_inside,
+    path_problem,
     raise_missing,
     read_csv_records,
 )
@@ -159,6 +160,11 @@ def load_feph(
     ``keep_none=False`` it yields one ``happiness`` sample and a skip entry for
     the dropped ``none``.
 
+    Duplicates: an image listed again with the same label is skipped as a
+    duplicate row (the first row counts); an image listed with different
+    labels is skipped on every row, as conflicting. Both are listed in
+    ``table.skipped``.
+
     Image paths are ``FePh_images/<External ID>``, with ``.png`` appended when
     the id has no image suffix. Ids must stay inside ``FePh_images/``. Only the
     existence of the images of kept rows is checked; decoding happens later.
@@ -192,9 +198,7 @@ def load_feph(
         raise SignferError(f"FePh images not found: looked for {images}/ beside {csv_path.name}")
     records, _ = read_csv_records(csv_path, (ID_COLUMN, LABEL_COLUMN))
 
-    rows: list[tuple[str, str, str | None, str]] = []
-    skipped: list[tuple[str, str]] = []
-    missing: list[tuple[str, str]] = []
+    parsed = []
     for line, values in records:
         where = f"{csv_path.name}:{line}"
         labels = parse_facial_label(values[LABEL_COLUMN], where)
@@ -204,7 +208,25 @@ def load_feph(
         if not ident.lower().endswith(_IMAGE_SUFFIXES):
             ident += ".png"
         # Checked on every row, skipped or not: a hostile id is an error in the file.
-        path = path_inside(images, ident, where)
+        parsed.append((where, ident, path_inside(images, ident, where), labels))
+    # An image listed twice counts once: a repeated row is skipped; rows that
+    # give one image different labels are all skipped (which one is right?).
+    labelled: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    for where, _, path, labels in parsed:
+        labelled.setdefault(path, []).append((where, labels))
+
+    rows: list[tuple[str, str, str | None, str]] = []
+    skipped: list[tuple[str, str]] = []
+    missing: list[tuple[str, str]] = []
+    for where, ident, path, labels in parsed:
+        listed = labelled[path]
+        if len({ls for _, ls in listed}) > 1:
+            detail = ", ".join(f"{w} {'+'.join(ls) or 'empty'}" for w, ls in listed)
+            skipped.append((where, f"conflicting labels for one image ({detail})"))
+            continue
+        if listed[0][0] != where:
+            skipped.append((where, f"duplicate row (same image as {listed[0][0]})"))
+            continue
         if not labels:
             skipped.append((where, "empty label (face not visible)"))
             continue
@@ -217,7 +239,7 @@ def load_feph(
             skipped.append((where, f"{what} (pass keep_none=True to keep it)"))
         if not kept:
             continue
-        if not os.path.isfile(path):
+        if path_problem(path):
             missing.append((where, path))
             continue
         group = phoenix_video_id(ident)

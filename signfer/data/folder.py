@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from signfer.data.manifest import build_table
+from signfer.data.manifest import build_table, path_problem
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 from signfer.labels import canonical
@@ -29,15 +29,32 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 
 def _entries(folder: Path) -> list[os.DirEntry]:
-    with os.scandir(folder) as it:
-        return sorted(it, key=lambda e: e.name)
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        raise SignferError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """Whether ``entry`` is a folder (following links); a broken or looping link is an error
+    naming it, as a missing image is in the other adapters."""
+    try:
+        if entry.is_dir():
+            return True
+    except OSError:
+        pass
+    problem = path_problem(entry.path)
+    if problem and entry.is_symlink():
+        raise SignferError(f"{entry.path}: {problem}; remove or fix the link")
+    return False
 
 
 def _split_folders(root: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for entry in _entries(root):
         split = SPLIT_FOLDERS.get(entry.name.lower())
-        if split is None or not entry.is_dir():
+        if split is None or not _is_dir(entry):
             continue
         if split in found:
             raise SignferError(
@@ -98,7 +115,8 @@ def load_folder(root: str | os.PathLike, *, split: str | None = None) -> SampleT
 
     Raises:
         SignferError: if ``root`` is not a folder, ``split`` does not fit the
-            layout, or no image is found.
+            layout, an entry is a broken or looping symbolic link (named), or
+            no image is found.
 
     Example:
         >>> table = load_folder("faces", split="train")  # doctest: +SKIP
@@ -114,7 +132,7 @@ def load_folder(root: str | os.PathLike, *, split: str | None = None) -> SampleT
         for class_entry in _entries(base):
             if class_entry.name.startswith("."):
                 skipped.append((class_entry.path, "hidden file or folder"))
-            elif not class_entry.is_dir():
+            elif not _is_dir(class_entry):
                 skipped.append((class_entry.path, "file outside class folders"))
             else:
                 _read_class(Path(class_entry.path), rows, skipped)
@@ -129,7 +147,7 @@ def _read_class(
     for entry in _entries(folder):
         if entry.name.startswith("."):
             skipped.append((entry.path, "hidden file or folder"))
-        elif entry.is_dir():
+        elif _is_dir(entry):
             skipped.append((entry.path, "sub-folder inside a class folder (not read)"))
         elif not entry.name.lower().endswith(IMAGE_SUFFIXES):
             suffix = os.path.splitext(entry.name)[1] or "no suffix"

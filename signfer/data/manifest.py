@@ -20,7 +20,10 @@ Example:
 from __future__ import annotations
 
 import csv
+import difflib
+import errno
 import os
+import stat
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,7 +32,7 @@ import pandas as pd
 
 from signfer.data.table import COLUMNS, SampleTable
 from signfer.errors import SignferError
-from signfer.labels import canonical
+from signfer.labels import CANONICAL, EXTRA, SYNONYMS, canonical, is_known
 
 Record = tuple[int, dict[str, str]]
 
@@ -136,13 +139,41 @@ def path_inside(base: str | os.PathLike, relative: str, where: str) -> str:
     return full
 
 
+def path_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a readable image file, in a few words; ``None`` when it is a file.
+
+    Tells a missing file from a broken or looping symbolic link and a folder,
+    so that a message never says "not found" of a file that is there.
+
+    >>> path_problem("/no/such/file.png")
+    'image not found'
+    """
+    try:
+        st = os.stat(path)
+    except ValueError:  # e.g. an embedded NUL
+        return "not a valid path"
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            return f"broken symbolic link (to {os.readlink(path)})"
+        return "image not found"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop, not an image"
+        return (e.strerror or type(e).__name__).lower()
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder, not an image"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    return None
+
+
 def raise_missing(missing: list[tuple[str, str]]) -> None:
     """Raise one error for rows whose image file is absent: the first, and how many."""
     if not missing:
         return
     where, path = missing[0]
     more = f" (and {len(missing) - 1} more rows with missing images)" if len(missing) > 1 else ""
-    raise SignferError(f"{where}: image not found: {path}{more}")
+    raise SignferError(f"{where}: {path_problem(path) or 'image not found'}: {path}{more}")
 
 
 def build_table(
@@ -178,7 +209,21 @@ def build_table(
     return SampleTable(samples=samples, name=name, skipped=skipped, groups_are_paths=groups_are_paths)
 
 
-def load_manifest(csv_path: str | os.PathLike) -> SampleTable:
+#: Group values that spreadsheets and pandas write for a missing value: never a group name.
+MISSING_VALUES = frozenset({"nan", "na", "n/a", "null", "none", "<na>"})
+
+
+def unknown_label_error(label: str, where: str) -> SignferError:
+    """A typo in a label would silently become a class of its own: say so, with the known names."""
+    close = difflib.get_close_matches(label.strip().lower(), list(SYNONYMS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return SignferError(
+        f"{where}: unknown label {label!r}{hint}; known: {', '.join(CANONICAL + EXTRA)} (and synonyms "
+        "such as happy, sad, angry); allow_new_labels=True (--allow-new-labels) keeps it as a class of its own"
+    )
+
+
+def load_manifest(csv_path: str | os.PathLike, *, allow_new_labels: bool = False) -> SampleTable:
     """Load images listed in a CSV with columns ``path``, ``label`` and optional ``group``.
 
     Path policy: a relative path is read from the CSV's folder and must stay
@@ -186,16 +231,23 @@ def load_manifest(csv_path: str | os.PathLike) -> SampleTable:
     written, since only the manifest's author can have written it.
 
     Labels go through :func:`signfer.labels.canonical` (``happy`` ->
-    ``happiness``; unknown names are kept lower-cased as their own class). A
+    ``happiness``). A name that is neither a canonical class nor a synonym
+    (a typo such as ``hapy``) is an error listing the known names, unless
+    ``allow_new_labels``, which keeps it lower-cased as a class of its own. A
     row with an empty label is skipped and counted. When the ``group`` column
     is present, every used row must fill it: a half-grouped table would let
-    frames of one video land on both sides of a split. Without it, each image
+    frames of one video land on both sides of a split; a group written as a
+    missing value (``NaN``, ``NA``, ``null``, ``None``, any case) counts as
+    empty, since a spreadsheet's blanks would otherwise all become one group.
+    Without it, each image
     is its own group (its path), so that an image listed under two labels
     never lands on both sides of a split; frames of one video are then split
     apart, which ``data summary`` points out.
 
     Args:
         csv_path: the manifest file.
+        allow_new_labels: keep labels that are not known class names as
+            classes of their own (another label set) instead of refusing them.
 
     Returns:
         A :class:`SampleTable` named after the file's stem, with
@@ -205,13 +257,16 @@ def load_manifest(csv_path: str | os.PathLike) -> SampleTable:
     Raises:
         SignferError: if the file is absent or lacks ``path``/``label``, a
             path is empty, leaves the folder or names no file, a group is
-            empty, or no row is usable.
+            empty (or a missing value), a label is unknown (without
+            ``allow_new_labels``), or no row is usable.
 
     Example:
         >>> table = load_manifest("faces/manifest.csv")  # doctest: +SKIP
         >>> table.has_groups  # doctest: +SKIP
         True
     """
+    if not isinstance(allow_new_labels, bool):
+        raise SignferError(f"option allow_new_labels must be true or false, got {allow_new_labels!r}")
     csv_path = Path(csv_path).expanduser()
     if csv_path.is_dir():
         raise SignferError(f"{csv_path}: is a folder; pass the manifest CSV file itself")
@@ -237,15 +292,18 @@ def load_manifest(csv_path: str | os.PathLike) -> SampleTable:
         if not label:
             skipped.append((where, "empty label"))
             continue
+        if not (allow_new_labels or is_known(label)):
+            raise unknown_label_error(label, where)
         group = path
         if has_group:
             group = values["group"].strip()
-            if not group:
+            if not group or group.lower() in MISSING_VALUES:
+                what = f"group {group!r} is a missing value" if group else "empty group"
                 raise SignferError(
-                    f"{where}: empty group (when the group column is present, "
+                    f"{where}: {what} (when the group column is present, "
                     "every row must name its group)"
                 )
-        if not os.path.isfile(path):
+        if path_problem(path):
             missing.append((where, path))
             continue
         rows.append((path, canonical(label), group, where))

@@ -71,12 +71,48 @@ def _group_text(groups: pd.Series) -> np.ndarray:
     return np.array(["" if pd.isna(g) else str(g) for g in groups], dtype=object)
 
 
-def load_or_make_folds(table: SampleTable, k: int, seed: int, out: Path) -> np.ndarray:
-    """Read ``out/folds.csv`` if it exists (checking it fits), else make and save it."""
+def _read_folds(path: Path) -> pd.DataFrame:
+    """folds.csv as saved, or ValueError saying how it is damaged."""
+    saved = pd.read_csv(path, dtype={"group": str, "label": str, "path": str}, keep_default_na=False)
+    missing = sorted({"path", "label", "fold"} - set(saved.columns))
+    if missing:
+        raise ValueError(f"no column(s) {missing}")
+    if not len(saved):
+        raise ValueError("no rows")
+    for column in ("fold", "seed"):
+        if column not in saved:
+            continue
+        values = pd.to_numeric(saved[column], errors="coerce")
+        bad = values.isna() | (values < 0) | (values != values.round())
+        if bad.any():
+            raise ValueError(f"{column} {saved[column][bad].iloc[0]!r} on line {int(bad.argmax()) + 2} "
+                             "is not a whole number >= 0")
+        saved[column] = values.astype(int)
+    return saved
+
+
+def load_or_make_folds(table: SampleTable, k: int, seed: int, out: Path, *, redo_damaged: bool = False,
+                       log=None) -> np.ndarray:
+    """Read ``out/folds.csv`` if it exists (checking it fits), else make and save it.
+
+    A damaged folds.csv (empty, cut short, without its columns) is an error
+    naming it; with ``redo_damaged`` the folds are made again, which gives
+    the same folds: they depend only on the samples, ``k`` and ``seed``.
+    """
     path = Path(out) / FOLDS_FILE
     s = table.samples
+    saved = None
     if path.exists():
-        saved = pd.read_csv(path, dtype={"group": str, "label": str, "path": str}, keep_default_na=False)
+        try:
+            saved = _read_folds(path)
+        except (OSError, ValueError) as e:  # pandas' parse errors are ValueErrors
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if not redo_damaged:
+                raise SignferError(f"{path}: damaged ({why}); re-run with --redo-damaged to make the "
+                                   "folds again (from the same seed, they come out the same)") from None
+            if log:
+                log(f"{path}: damaged ({why}); making the folds again (--redo-damaged)")
+    if saved is not None:
         same = (len(saved) == len(s) and (saved["path"].to_numpy() == s["path"].to_numpy()).all()
                 and (saved["label"].to_numpy() == s["label"].to_numpy()).all())
         if not same:
@@ -96,7 +132,13 @@ def load_or_make_folds(table: SampleTable, k: int, seed: int, out: Path) -> np.n
                 f"{path} has {saved['fold'].nunique()} folds (seed {saved_seed}), "
                 f"not {k} (seed {seed}); use a new --out"
             )
-        return saved["fold"].to_numpy()
+        if saved["fold"].isin(range(k)).all():
+            return saved["fold"].to_numpy()
+        why = f"fold numbers {sorted(saved['fold'].unique())} are not 0..{k - 1}"
+        if not redo_damaged:
+            raise SignferError(f"{path}: damaged ({why}); re-run with --redo-damaged to make the folds again")
+        if log:
+            log(f"{path}: damaged ({why}); making the folds again (--redo-damaged)")
     fold = assign_folds(table, k, seed)
     frame = s[["path", "label", "group"]].assign(fold=fold, seed=seed)
     with atomic_path(path) as tmp:

@@ -17,7 +17,9 @@ command skips what is done, so a killed run loses at most the fold in progress.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -28,21 +30,29 @@ import pandas as pd
 import torch
 import yaml
 
-from signfer import __version__
-from signfer.config import RunSpec, dump_yaml
+from signfer import __version__, progress
+from signfer.config import RunSpec, TrainConfig, dump_yaml
 from signfer.data.cache import load_images
 from signfer.data.spec import dataset_crop, equalize
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
+from signfer.experiments.executors import LocalExecutor, Resources
 from signfer.experiments.folds import inner_split, load_or_make_folds
 from signfer.experiments.grid import Grid
 from signfer.faces.crop import CropSpec
-from signfer.io import atomic_path, read_json, write_json, write_text
+from signfer.io import (
+    atomic_path,
+    check_out_files,
+    ensure_out_dir,
+    read_json,
+    write_json,
+    write_text,
+)
 from signfer.labels import require_overlap, shared_columns
 from signfer.metrics import compute_metrics
 from signfer.models.checkpoint import build_model, load_meta, save_checkpoint
-from signfer.training.fit import fit
-from signfer.training.loop import predict_logits
+from signfer.training.fit import fit, frozen_features
+from signfer.training.loop import predict_logits, predict_proba
 from signfer.training.train import choose_preprocess, equalize_mode, finetuned_meta
 
 RESULT_COLUMNS = ["config", "arch", "fold", "accuracy", "macro_f1", "weighted_f1", "macro_recall",
@@ -51,7 +61,7 @@ RESULT_COLUMNS = ["config", "arch", "fold", "accuracy", "macro_f1", "weighted_f1
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    progress.echo(msg)
 
 
 def _slug(text: str) -> str:
@@ -68,17 +78,23 @@ def fold_seed(seed: int, fold: int) -> int:
 
 
 class ImageInputs:
-    """Images per (input size, equalisation), and reusable per-image tensors, for one run."""
+    """Images per (input size, equalisation, face cutting), and reusable per-image tensors, for one run."""
 
     def __init__(self, table: SampleTable, crop_faces: str | None = None, crop: CropSpec | None = None):
         self.table, self.crop_faces, self.crop = table, crop_faces, crop or CropSpec()
-        self.images: dict[tuple[int, str | None], torch.Tensor] = {}
+        self.images: dict[tuple, torch.Tensor] = {}
         self.features: dict = {}
 
-    def get(self, size: int, equalize_mode: str | None) -> torch.Tensor:
-        key = (size, equalize_mode)
+    def faces(self, spec: RunSpec) -> tuple[str | None, CropSpec]:
+        """How ``spec``'s faces are cut: its own detector and crop, else the run's."""
+        return spec.crop_faces or self.crop_faces, spec.crop or self.crop
+
+    def get(self, size: int, equalize_mode: str | None, faces: tuple[str | None, CropSpec] | None = None
+            ) -> torch.Tensor:
+        crop_faces, crop = faces or (self.crop_faces, self.crop)
+        key = (size, equalize_mode, crop_faces, crop)
         if key not in self.images:
-            raw = load_images(self.table, size, crop_faces=self.crop_faces, crop=self.crop)
+            raw = load_images(self.table, size, crop_faces=crop_faces, crop=crop)
             self.images[key] = torch.from_numpy(equalize(raw, equalize_mode))
         return self.images[key]
 
@@ -94,16 +110,57 @@ def _zero_shot(spec: RunSpec, inputs: ImageInputs, classes: list[str], test_idx:
                            f"not init {spec.init!r}")
     meta = load_meta(spec.init)
     require_overlap(meta.labels, classes)
-    key = ("logits", spec.init, meta.input_size)
-    if key not in inputs.features:
-        model, _ = build_model(None, meta.labels, spec.init)
-        prep = meta.spec
-        inputs.features[key] = predict_logits(model, inputs.get(meta.input_size, prep.equalize), prep)
-    logits = inputs.features[key][torch.as_tensor(test_idx)]
     keep, columns = shared_columns(meta.labels, classes)
     probs = np.zeros((len(test_idx), len(classes)), np.float32)
-    probs[:, columns] = torch.softmax(logits[:, keep], 1).numpy()
-    return probs
+    for flip in (False, True) if spec.train.tta else (False,):
+        key = ("logits", spec.init, meta.input_size, flip, inputs.faces(spec))
+        if key not in inputs.features:
+            model, _ = build_model(None, meta.labels, spec.init)
+            prep = meta.spec
+            images = inputs.get(meta.input_size, prep.equalize, inputs.faces(spec))
+            inputs.features[key] = predict_logits(model, images, prep,
+                                                  flip=flip)
+        logits = inputs.features[key][torch.as_tensor(test_idx)]
+        probs[:, columns] += torch.softmax(logits[:, keep], 1).numpy()
+    return probs / (2 if spec.train.tta else 1)
+
+
+def _fit_inputs(spec: RunSpec, seed: int, train_side: np.ndarray, inputs: ImageInputs, grid: Grid):
+    """What a fit of ``spec`` starts from: ``(model, meta, images, preprocess, where its
+    statistics came from, the key of its backbone features in inputs.features)``."""
+    torch.manual_seed(seed)
+    model, meta = build_model(spec.arch, list(inputs.table.classes), spec.init, grid.input_size)
+    faces = inputs.faces(spec)
+    meta.crop = dataclasses.replace(faces[1], detector=faces[0] or faces[1].detector).to_dict()
+    images = inputs.get(meta.input_size, equalize_mode(spec.techniques), faces)
+    prep, preprocessing = choose_preprocess(spec.techniques, spec.init, spec.train, meta, images, train_side)
+    # features depend only on initial weights, images and preprocessing: shared
+    # across folds when the statistics do not come from the fold itself
+    key = (spec.init, spec.arch, meta.input_size, prep.equalize, prep.mean, prep.std, faces)
+    if spec.init == "random":  # each fold draws its own random backbone
+        key += (seed,)
+    return model, meta, images, prep, preprocessing, key
+
+
+def share_inputs(inputs: ImageInputs, specs, folds: np.ndarray, grid: Grid) -> None:
+    """Fill ``inputs`` with every image array and every fold-independent backbone
+    feature (or zero-shot logits) that fits of ``specs`` will read.
+
+    Locally these are made on first use; before fits run as Ray tasks they are
+    made here, once, so that every task reads the same copy from the object
+    store instead of each computing its own. Features that depend on the fold
+    (a random init's backbone, training-side normalisation) are left to the fits.
+    """
+    classes = list(inputs.table.classes)
+    train_side = np.flatnonzero(folds != 0)
+    for spec in dict.fromkeys(specs):
+        if not spec.techniques:
+            _zero_shot(spec, inputs, classes, np.zeros(0, dtype=int))
+            continue
+        model, _, images, prep, preprocessing, key = _fit_inputs(spec, fold_seed(grid.seed, 0), train_side,
+                                                                 inputs, grid)
+        if spec.init != "random" and preprocessing != "train":
+            frozen_features(model, images, prep, spec.techniques, inputs.features, key)
 
 
 def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, inputs: ImageInputs,
@@ -127,21 +184,11 @@ def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, in
         probs = _zero_shot(spec, inputs, classes, test_idx)
         preprocessing = "checkpoint"
     else:
-        torch.manual_seed(seed)
-        model, meta = build_model(spec.arch, classes, spec.init, grid.input_size)
-        meta.crop = inputs.crop.to_dict()
-        images = inputs.get(meta.input_size, equalize_mode(spec.techniques))
+        model, meta, images, prep, preprocessing, key = _fit_inputs(spec, seed, train_side, inputs, grid)
         train_idx, val_idx = inner_split(table, train_side, spec.train.val_fraction, seed)
-        prep, preprocessing = choose_preprocess(spec.techniques, spec.init, spec.train, meta, images, train_side)
-        # features depend only on initial weights, images and preprocessing: shared
-        # across folds when the statistics do not come from the fold itself
-        key = (spec.init, spec.arch, meta.input_size, prep.equalize, prep.mean, prep.std)
-        if spec.init == "random":  # each fold draws its own random backbone
-            key += (seed,)
         result = fit(model, images, y, train_idx, val_idx, techniques=spec.techniques, cfg=spec.train,
                      preprocess=prep, seed=seed, cache=inputs.features, cache_key=key, log=log)
-        logits = predict_logits(result.model, images[torch.as_tensor(test_idx)], prep)
-        probs = torch.softmax(logits, 1).numpy()
+        probs = predict_proba(result.model, images[torch.as_tensor(test_idx)], prep, tta=spec.train.tta)
         history = result.history
         if keep_model:
             model_meta = finetuned_meta(
@@ -158,7 +205,7 @@ def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, in
     metrics.update(config=spec.name, arch=spec.arch, fold=fold, init=spec.init,
                    techniques="+".join(spec.techniques), seed=seed, preprocessing=preprocessing,
                    seconds=round(time.perf_counter() - start, 2), train=dataclasses.asdict(spec.train),
-                   signfer_version=__version__, **info)
+                   signfer_version=__version__, **_faces_record(spec), **info)
     metrics["_predictions"] = pd.DataFrame(
         {"path": table.samples["path"].to_numpy()[test_idx], "label": [classes[i] for i in y[test_idx]],
          "pred": [classes[i] for i in pred],
@@ -176,14 +223,95 @@ def collect_results(out: Path, grid: Grid) -> pd.DataFrame:
         for fold in range(grid.folds):
             path = fold_dir(out, spec, fold) / "metrics.json"
             if path.exists():
-                m = read_json(path)
+                m = _read_metrics(path)
                 rows.append({c: m.get(c) for c in RESULT_COLUMNS})
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
+#: What a finished fold holds; metrics.json is written last and marks it done.
+FOLD_FILES = ("predictions.csv", "history.json", "metrics.json")
+
+
+def _why(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        m = read_json(path)
+    except (OSError, ValueError) as e:
+        raise SignferError(f"{path}: damaged fold result ({_why(e)}); re-run with --redo-damaged "
+                           "to run the fold again") from None
+    if not isinstance(m, dict):
+        raise SignferError(f"{path}: damaged fold result (not a JSON object); re-run with --redo-damaged")
+    return m
+
+
+def fold_damage(d: Path) -> tuple[Path, str] | None:
+    """The first damaged file of fold folder ``d`` and what is wrong with it, or ``None``.
+
+    A fold is done when metrics.json, predictions.csv and history.json are
+    all there and readable, and predictions.csv has a row per test sample.
+    Without metrics.json (written last) the fold never finished: it is simply
+    run again, and what it left is overwritten, so that is no damage.
+    """
+    metrics_path = d / "metrics.json"
+    if not metrics_path.exists() and not metrics_path.is_symlink():
+        return None
+    try:
+        m = read_json(metrics_path)
+    except (OSError, ValueError) as e:
+        return metrics_path, f"unreadable ({_why(e)})"
+    missing = [k for k in ("accuracy", "n_test", "config", "fold") if not isinstance(m, dict) or k not in m]
+    if missing:
+        return metrics_path, f"incomplete (no {', '.join(missing)})"
+    path = d / "predictions.csv"
+    try:
+        pred = pd.read_csv(path)
+    except FileNotFoundError:
+        return path, "missing (the fold's metrics.json is there)"
+    except (OSError, ValueError) as e:
+        return path, f"unreadable ({_why(e)})"
+    if not {"path", "label", "pred"} <= set(pred.columns) or len(pred) != m["n_test"]:
+        return path, f"incomplete ({len(pred)} rows for {m['n_test']} test samples)"
+    path = d / "history.json"
+    try:
+        history = read_json(path)
+    except FileNotFoundError:
+        return path, "missing (the fold's metrics.json is there)"
+    except (OSError, ValueError) as e:
+        return path, f"unreadable ({_why(e)})"
+    if not isinstance(history, list):
+        return path, "damaged (not a list of epochs)"
+    return None
+
+
+def _handle_damaged(out: Path, grid: Grid, redo: bool, log: Callable[[str], None]) -> None:
+    """Refuse a run folder with a damaged fold, naming the file; with ``redo``, remove
+    the damaged folds' results so that they run again."""
+    damaged = [(spec, fold, *bad) for spec in grid.runs for fold in range(grid.folds)
+               if (bad := fold_damage(fold_dir(out, spec, fold)))]
+    if not damaged:
+        return
+    if not redo:
+        _, _, path, why = damaged[0]
+        more = f" (and {len(damaged) - 1} more damaged folds)" if len(damaged) > 1 else ""
+        raise SignferError(f"{path}: {why}{more}; re-run with --redo-damaged to run damaged folds again")
+    for spec, fold, path, why in damaged:
+        d = fold_dir(out, spec, fold)
+        log(f"{path}: {why}; {spec.name} {spec.arch} fold {fold} runs again (--redo-damaged)")
+        for name in reversed(FOLD_FILES):  # metrics.json first: the fold is then simply not done
+            target = d / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+
+
 def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str | None = None,
              crop: CropSpec | None = None, dataset: dict | None = None, keep_models: bool = False,
-             command: str = "", log: Callable[[str], None] = _log) -> pd.DataFrame:
+             command: str = "", redo_damaged: bool = False, log: Callable[[str], None] = _log,
+             executor=None, resources: Resources | None = None) -> pd.DataFrame:
     """Run every (configuration, fold) of ``grid`` that is not done yet; return results.
 
     ``crop_faces`` names the detector that cuts faces from frames (``None``:
@@ -192,9 +320,24 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
     ``model.json`` beside its metrics, see :func:`signfer.training.train.finetune`
     for what the metadata holds); a finished fold without its model is run
     again to make it.
+
+    A damaged run folder (a fold with metrics.json but an unreadable or
+    missing result file, see :func:`fold_damage`, or an unreadable folds.csv)
+    is refused naming the file; ``redo_damaged`` runs those folds (and makes
+    the folds, from the same seed) again.
+
+    ``executor`` runs the fits (:mod:`signfer.experiments.executors`; default
+    one after another in this process): with a Ray executor each (config,
+    arch, fold) is one task declaring ``resources``, the images and the
+    fold-independent backbone features are made here once and shared through
+    the object store, and each result is written here as it arrives, so the
+    run folder is the same as a local run's (timings aside) and a killed
+    driver resumes as a local run does.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # every output can be written before anything is trained
+    ensure_out_dir(out, "run folder")
+    check_out_files([out / name for name in ("config.yaml", "folds.csv", "results.csv", "results.md")])
     if not grid.runs:
         raise SignferError("the grid has no configuration to run")
     slugs = {}
@@ -212,25 +355,43 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
         "runs": [dataclasses.asdict(r) for r in grid.runs]}
     _check_resume(out, settings)
     # folds first: a refused resume must not overwrite the run's config.yaml
-    folds = load_or_make_folds(table, grid.folds, grid.seed, out)
+    folds = load_or_make_folds(table, grid.folds, grid.seed, out, redo_damaged=redo_damaged, log=log)
+    _handle_damaged(out, grid, redo_damaged, log)
     write_text(out / "config.yaml", dump_yaml(settings))
     # the framing of the faces only matters for the kept models (how they cut video faces)
     crop = dataset_crop(table, crop, crop_faces, seed=grid.seed, log=log) if keep_models else (crop or CropSpec())
     inputs = ImageInputs(table, crop_faces, crop)
     total = len(grid.runs) * grid.folds
-    done = 0
-    t0 = time.perf_counter()
-    for spec in grid.runs:
+    jobs, numbers = [], []  # the (config, fold)s still to run, and their place in the grid
+    for k, spec in enumerate(grid.runs):
         for fold in range(grid.folds):
-            done += 1
             d = fold_dir(out, spec, fold)
+            number = k * grid.folds + fold + 1
             model_missing = keep_models and spec.techniques and not (d / "model.json").exists()
-            if (d / "metrics.json").exists() and not model_missing:
+            if (d / "metrics.json").exists() and not model_missing:  # and not damaged: see above
                 _check_same_spec(d / "metrics.json", spec)
-                log(f"[{done}/{total}] {spec.name} {spec.arch} fold {fold}: done before, skipped")
+                log(f"[{number}/{total}] {spec.name} {spec.arch} fold {fold}: done before, skipped")
                 continue
-            log(f"[{done}/{total}] {spec.name} {spec.arch} fold {fold} (init {spec.init})")
-            m = run_fold(spec, fold, folds, table, inputs, grid, log, keep_model=keep_models, command=command)
+            jobs.append((spec, fold))
+            numbers.append(number)
+    executor = executor or LocalExecutor()
+    if executor.name == "local":
+        fold_log = progress.detail(log)
+    else:  # each fit in its own process: the shared inputs are made here, once
+        share_inputs(inputs, [spec for spec, _ in jobs], folds, grid)
+        fold_log = _print_line if progress.details_enabled() else _silent
+
+    def starting(i: int) -> None:
+        spec, fold = jobs[i]
+        log(f"[{numbers[i]}/{total}] {spec.name} {spec.arch} fold {fold} (init {spec.init})")
+
+    fn = functools.partial(run_fold, log=fold_log, keep_model=keep_models, command=command)
+    shared = {"folds": folds, "table": table, "inputs": inputs, "grid": grid}
+    t0 = time.perf_counter()
+    with progress.bar(total=total, initial=total - len(jobs), desc="fits", unit="fit") as bar:
+        for i, m, _ in executor.run(fn, jobs, shared=shared, resources=resources, on_start=starting):
+            spec, fold = jobs[i]
+            d = fold_dir(out, spec, fold)
             if "_model" in m:
                 save_checkpoint(*m.pop("_model"), d / "model")
             with atomic_path(d / "predictions.csv") as tmp:
@@ -238,9 +399,19 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
             write_json(d / "history.json", m.pop("_history"))
             write_json(d / "metrics.json", m)  # last: marks the fold done
             _write_results(out, grid)
-            log(f"    accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
+            which = "" if executor.name == "local" else f"[{numbers[i]}/{total}] {spec.name} {spec.arch} fold {fold}: "
+            log(f"    {which}accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
                 f"({m['seconds']:.0f} s; {time.perf_counter() - t0:.0f} s elapsed)")
+            bar.update()
     return _write_results(out, grid)
+
+
+def _print_line(msg: str) -> None:  # a fit's log line from a Ray worker (Ray forwards its stderr)
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _silent(msg: str) -> None:
+    pass
 
 
 #: config.yaml settings that change results: a run folder resumes only if they
@@ -295,13 +466,28 @@ def _check_resume(out: Path, settings: dict) -> None:
 
 def _check_same_spec(path: Path, spec: RunSpec) -> None:
     """A finished fold is reused only if it ran the same configuration."""
-    m = read_json(path)
-    was = (m.get("init"), m.get("techniques"), m.get("train"))
-    now = (spec.init, "+".join(spec.techniques), dataclasses.asdict(spec.train))
+    m = _read_metrics(path)
+    was = (m.get("init"), m.get("techniques"), recorded_train(m), m.get("faces"))
+    now = (spec.init, "+".join(spec.techniques), dataclasses.asdict(spec.train), _faces_record(spec).get("faces"))
     if was != now:
         raise SignferError(
             f"{path} was made with other settings for {spec.name!r} ({spec.arch}); "
             f"use a new --out or another configuration name")
+
+
+def _faces_record(spec: RunSpec) -> dict:
+    """A configuration's own face cutting, for its metrics.json (nothing when it has none)."""
+    if spec.crop_faces is None and spec.crop is None:
+        return {}
+    return {"faces": {"crop_faces": spec.crop_faces, "crop": spec.crop.to_dict() if spec.crop else None}}
+
+
+def recorded_train(metrics: dict) -> dict | None:
+    """A finished fold's training settings; settings added to TrainConfig since
+    it ran take their defaults (which are what it ran with)."""
+    if not isinstance(metrics.get("train"), dict):
+        return None
+    return {**dataclasses.asdict(TrainConfig()), **metrics["train"]}
 
 
 def _write_results(out: Path, grid: Grid) -> pd.DataFrame:

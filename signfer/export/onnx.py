@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from signfer.errors import SignferError
-from signfer.io import atomic_path, cache_dir, write_json
+from signfer.io import atomic_path, cache_dir, check_out_files, write_json
 from signfer.models.checkpoint import (
     ModelMeta,
     load_meta,
@@ -32,8 +32,9 @@ def export_onnx(name_or_path: str | os.PathLike, out: str | os.PathLike | None =
     ONNX Runtime and PyTorch on random input (``nan`` otherwise).
     """
     stem = resolve_checkpoint(name_or_path)
-    model, meta = load_model(stem)
     out = Path(out) if out else stem.with_suffix(".onnx")
+    check_out_files([out, out.with_suffix(".json")], "ONNX export")
+    model, meta = load_model(stem)
     model = model.to(memory_format=torch.contiguous_format).eval()
     x = torch.rand(2, 3, meta.input_size, meta.input_size)
     # The TorchScript exporter: the newer dynamo one needs onnxscript, and this one

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from signfer.faces.base import Detector
-from signfer.faces.crop import Framing, largest
+from signfer.faces.crop import Box, Framing, largest
 
 
 def measure_framing(
@@ -51,17 +51,12 @@ def measure_framing(
     rows, n_measured = [], 0
     for image in images:
         n_measured += 1
-        pil = Image.fromarray(np.asarray(image)).convert("RGB")
-        scale = min_side / min(pil.size)
-        if scale > 1.0:
-            pil = pil.resize(
-                (max(1, round(pil.width * scale)), max(1, round(pil.height * scale))),
-                Image.BILINEAR,
-            )
-        box = largest(detector.detect(np.asarray(pil)))
+        image = np.asarray(image)
+        box = detect_largest(detector, image, min_side=min_side)
         if box is not None:
             cx, cy = box.centre
-            rows.append((cx / pil.width, cy / pil.height, box.w / pil.width, box.h / pil.height))
+            height, width = image.shape[:2]
+            rows.append((cx / width, cy / height, box.w / width, box.h / height))
     if not rows:
         return None
     cx, cy, w, h = (float(v) for v in np.median(np.array(rows), axis=0))
@@ -83,3 +78,23 @@ def describe_framing(framing: Framing | None) -> str:
         f"{framing.w:.2f} x {framing.h:.2f} of its size; "
         f"found in {framing.n_found} of {framing.n_measured} images"
     )
+
+
+def detect_largest(detector: Detector, image: np.ndarray, *, min_side: int = 160) -> Box | None:
+    """The largest face in ``image``, in its own pixels; ``None`` without one.
+
+    An image whose shorter side is below ``min_side`` (a 48 px dataset face) is
+    first enlarged (bilinear, aspect kept), since detectors miss tiny faces;
+    the box and landmarks are mapped back to the original pixels.
+    """
+    pil = Image.fromarray(np.asarray(image)).convert("RGB")
+    scale = min_side / min(pil.size)
+    if scale <= 1.0:
+        return largest(detector.detect(np.asarray(pil)))
+    big = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), Image.BILINEAR)
+    box = largest(detector.detect(np.asarray(big)))
+    if box is None:
+        return None
+    sx, sy = big.width / pil.width, big.height / pil.height
+    points = tuple((x / sx, y / sy) for x, y in box.landmarks) if box.landmarks else None
+    return Box(box.x / sx, box.y / sy, box.w / sx, box.h / sy, score=box.score, landmarks=points)

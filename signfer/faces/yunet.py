@@ -52,6 +52,14 @@ class YuNetDetector:
         self.min_score = float(min_score)
         self.max_side = int(max_side)
 
+    def __getstate__(self) -> dict:
+        # the compiled function cannot be pickled; sent to another process
+        # (a Ray task), the detector is made again from its settings
+        return {"min_score": self.min_score, "max_side": self.max_side}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
     def detect(self, image: np.ndarray) -> list[Box]:
         """Find faces in one image.
 

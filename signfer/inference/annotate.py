@@ -32,6 +32,7 @@ Policies:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -45,21 +46,34 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from signfer import progress
 from signfer.errors import SignferError
 from signfer.export.elan import write_eaf
 from signfer.export.tables import parquet_available, write_table
 from signfer.faces.base import Detector
 from signfer.faces.crop import Box, largest
+from signfer.faces.downscale import detect_downscaled
 from signfer.inference.schema import PROB_PREFIX, class_names, prob_columns
+from signfer.inference.classifier import stack_crops
 from signfer.inference.smoothing import smooth_probs
 from signfer.io import atomic_path
-from signfer.video import Frame, iter_frames, probe
+from signfer.video import Frame, frame_count_hint, iter_frames, probe
 
 log = logging.getLogger(__name__)
 
 #: Encoders tried in order for the overlay video: H.264 where FFmpeg has it,
 #: else MPEG-4 part 2, which every FFmpeg build can write.
 OVERLAY_CODECS = ("libx264", "mpeg4")
+
+#: Longer side, in pixels, of the copy of each frame that the face detector
+#: sees (:func:`signfer.faces.downscale.detect_downscaled`); the face is cut
+#: from the full-resolution frame. On the shared signing clips the face was
+#: found in every frame at every size from 128 to 960 pixels
+#: (``benchmarks/annotate_speed.py --detect-sizes``), and at 320 the boxes
+#: overlap those found on the whole frame by 0.87-1.0 (mean IoU per clip),
+#: centres within 4 % of the face height. Smaller sizes are faster but their
+#: boxes wander more (at 224: IoU 0.74 on the 640x360 clip).
+DEFAULT_DETECT_SIZE = 320
 
 
 class Classifier(Protocol):
@@ -142,6 +156,8 @@ def annotate_frames(
     batch_size: int = 64,
     video: str = "",
     detect_every: int = 1,
+    detect_size: int | None = DEFAULT_DETECT_SIZE,
+    total: int | None = None,
 ) -> pd.DataFrame:
     """Detect, crop and classify the face in each frame; one table row per frame.
 
@@ -154,6 +170,12 @@ def annotate_frames(
         detect_every: run the detector on every N-th frame of ``frames`` and
             reuse its box on the frames in between (see the module docstring);
             1 detects on every frame.
+        detect_size: the detector sees a copy of each frame whose longer
+            side is at most this many pixels (``None`` or 0: the frame
+            itself); boxes are in the frame's own pixels and the crop is cut
+            from the frame at full resolution.
+        total: how many frames to expect, for the progress bar (a terminal
+            shows one; see :mod:`signfer.progress`).
 
     Returns:
         The per-frame table (columns in :mod:`signfer.inference.schema`, plus
@@ -177,6 +199,10 @@ def annotate_frames(
         raise SignferError("the classifier has no labels")
     columns: dict[str, list] = {k: [] for k in ("frame", "time_s", "face", "x", "y", "w", "h",
                                               "box_source", "det_score", "n_faces")}
+    # fused models (FusedClassifier) also give each member's probabilities,
+    # kept beside the fused ones in the same blocks
+    tags = list(getattr(classifier, "tags", [])) if hasattr(classifier, "predict_all") else []
+    width = len(labels) * (1 + len(tags))
     blocks: list[np.ndarray] = []  # probabilities, one block per batch of rows
     crops: list[np.ndarray] = []
     crop_rows: list[int] = []  # row of each pending crop, relative to the block
@@ -184,10 +210,14 @@ def annotate_frames(
 
     def flush() -> None:
         nonlocal block_start, crops, crop_rows
-        block = np.full((len(columns["frame"]) - block_start, len(labels)), np.nan)
+        block = np.full((len(columns["frame"]) - block_start, width), np.nan)
         if crops:
-            probs = np.asarray(classifier.predict_proba(np.stack(crops)), dtype=float)
-            if probs.shape != (len(crops), len(labels)):
+            if tags:
+                fused, each = classifier.predict_all(stack_crops(crops))
+                probs = np.concatenate([fused, *each], axis=1).astype(float)
+            else:
+                probs = np.asarray(classifier.predict_proba(stack_crops(crops)), dtype=float)
+            if probs.shape != (len(crops), width):
                 raise SignferError(
                     f"the classifier returned probabilities of shape {probs.shape} for "
                     f"{len(crops)} crops and {len(labels)} labels"
@@ -198,10 +228,11 @@ def annotate_frames(
         crops, crop_rows = [], []
 
     box, n_faces = None, 0  # the track: the last detection's box and face count
-    for k, frame in enumerate(frames):
+    shown = progress.bar(frames, total=total, desc=video or "frames", unit="frame", leave=False)
+    for k, frame in enumerate(shown):
         detected = k % detect_every == 0
         if detected:
-            boxes = list(detector.detect(frame.image))
+            boxes = detect_downscaled(detector, frame.image, detect_size)
             box, n_faces = largest(boxes), len(boxes)
         columns["frame"].append(frame.index)
         columns["time_s"].append(frame.timestamp_s)
@@ -218,13 +249,17 @@ def annotate_frames(
                 flush()
     flush()
 
-    probs = np.concatenate(blocks) if blocks else np.empty((0, len(labels)))
+    probs = np.concatenate(blocks) if blocks else np.empty((0, width))
     table = pd.DataFrame(columns)
     table.insert(0, "video", video)
     table = table.astype({"frame": int, "time_s": float, "face": bool, "box_source": str,
                           "n_faces": int})
     for k, name in enumerate(labels):
         table[f"{PROB_PREFIX}{name}"] = probs[:, k]
+    for m, tag in enumerate(tags, start=1):  # each fused member's own probabilities
+        for k, name in enumerate(labels):
+            table[f"{tag}:{PROB_PREFIX}{name}"] = probs[:, m * len(labels) + k]
+    probs = probs[:, :len(labels)]
     table["label"], table["confidence"] = _decide(probs, labels)
     return table
 
@@ -373,6 +408,24 @@ def _draw(image: Image.Image, row: pd.Series, label: str, confidence: float, fon
     draw.text((x + line - left, ty + line - top), text, fill=(255, 255, 255), font=font)
 
 
+def output_paths(video: str | Path, out_dir: str | Path, *, overlay: bool = False,
+                 write_parquet: bool = True) -> dict[str, Path]:
+    """The files :func:`annotate_video` writes for ``video``, by kind.
+
+    >>> output_paths("clip.mp4", "ann")["eaf"]
+    PosixPath('ann/clip.eaf')
+    """
+    stem, out_dir = Path(video).stem, Path(out_dir)
+    paths = {"csv": out_dir / f"{stem}.frames.csv"}
+    if write_parquet and parquet_available():
+        paths["parquet"] = out_dir / f"{stem}.frames.parquet"
+    paths["eaf"] = out_dir / f"{stem}.eaf"
+    paths["timeline"] = out_dir / f"{stem}.timeline.png"
+    if overlay:
+        paths["overlay"] = out_dir / f"{stem}.overlay.mp4"
+    return paths
+
+
 def annotate_video(
     path: str | Path,
     out_dir: str | Path,
@@ -387,6 +440,7 @@ def annotate_video(
     write_parquet: bool = True,
     batch_size: int = 64,
     detect_every: int = 1,
+    detect_size: int | None = DEFAULT_DETECT_SIZE,
 ) -> AnnotateResult:
     """Annotate one video and write its files into ``out_dir``.
 
@@ -412,6 +466,8 @@ def annotate_video(
         detect_every: run the face detector on every N-th kept frame only and
             reuse its box in between (see the module docstring); 1, the
             default, detects on every kept frame.
+        detect_size: longer side of the copy of each frame that the detector
+            sees (see :func:`annotate_frames`).
 
     Returns:
         An :class:`AnnotateResult` with the table, the files and the detection rate.
@@ -424,24 +480,36 @@ def annotate_video(
     path, out_dir = Path(path), Path(out_dir)
     frames = iter_frames(path, every=every, fps=fps)
     table = annotate_frames(frames, classifier, detector, batch_size=batch_size, video=path.name,
-                            detect_every=detect_every)
+                            detect_every=detect_every, detect_size=detect_size,
+                            total=frame_count_hint(path, every=every, fps=fps))
     table = add_smoothed(table, smooth)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = path.stem
-    outputs = {"csv": write_table(table, out_dir / f"{stem}.frames.csv")}
-    if write_parquet and parquet_available():
-        outputs["parquet"] = write_table(table, out_dir / f"{stem}.frames.parquet")
-    outputs["eaf"] = write_eaf(table, path, out_dir / f"{stem}.eaf", min_duration=min_duration,
+    planned = output_paths(path, out_dir, overlay=overlay, write_parquet=write_parquet)
+    outputs = {"csv": write_table(table, planned["csv"])}
+    if "parquet" in planned:
+        outputs["parquet"] = write_table(table, planned["parquet"])
+    outputs["eaf"] = write_eaf(table, path, planned["eaf"], min_duration=min_duration,
                                label_column="label_smoothed", model=getattr(classifier, "name", ""))
     result = AnnotateResult(path, table, outputs)
     outputs["timeline"] = write_timeline(
-        table, out_dir / f"{stem}.timeline.png",
+        table, planned["timeline"],
         title=f"{path.name}: face in {result.detection_rate:.0%} of {len(table)} frames",
     )
     if overlay:
-        outputs["overlay"] = write_overlay(path, table, out_dir / f"{stem}.overlay.mp4")
+        outputs["overlay"] = write_overlay(path, table, planned["overlay"])
     result.seconds = time.perf_counter() - started
     return result
+
+
+def annotate_one(path: str | Path, out_dir: str | Path, classifier: Classifier, detector: Detector,
+                 **options) -> AnnotateResult:
+    """:func:`annotate_video`, with a failure to write its outputs (e.g. a full
+    disk) turned into the same one-line :class:`SignferError` as a bad video."""
+    try:
+        return annotate_video(path, out_dir, classifier, detector, **options)
+    except OSError as exc:
+        raise SignferError(f"{path}: cannot write its outputs into {out_dir} "
+                           f"({exc.filename}: {exc.strerror or exc})") from None
 
 
 def annotate_many(
@@ -449,6 +517,8 @@ def annotate_many(
     out_dir: str | Path,
     classifier: Classifier,
     detector: Detector,
+    *,
+    executor=None,
     **options,
 ) -> AnnotateManyResult:
     """Run :func:`annotate_video` on each video; a bad video does not stop the rest.
@@ -462,28 +532,51 @@ def annotate_many(
         paths: the videos.
         out_dir: folder for all outputs.
         classifier, detector: as for :func:`annotate_video`.
+        executor: where the videos are annotated
+            (:mod:`signfer.experiments.executors`; default one after another
+            in this process). With a Ray executor each video is one task,
+            which reads the video and writes its outputs itself (on a cluster
+            both must be on storage every node sees); the classifier and the
+            detector go to the object store once.
         **options: passed on to :func:`annotate_video`.
 
     Returns:
         The results of the videos done and the error lines, in input order.
     """
+    paths = [Path(p) for p in paths]
+    outcome: dict[int, AnnotateResult | str] = {}
+    stems: dict[str, Path] = {}
+    todo = []
+    for i, path in enumerate(paths):
+        if path.stem in stems:
+            outcome[i] = (f"{path}: skipped, its outputs would overwrite those of {stems[path.stem]} "
+                          "(same file name stem)")
+        else:
+            stems[path.stem] = path
+            todo.append(i)
+    if executor is None:
+        from signfer.experiments.executors import LocalExecutor
+
+        executor = LocalExecutor()
+    fn = functools.partial(annotate_one, **options)
+    jobs = [(paths[i], out_dir) for i in todo]
+    with progress.bar(total=len(jobs), desc="videos", unit="video", leave=False) as shown:
+        for k, result, exc in executor.run(fn, jobs, shared={"classifier": classifier, "detector": detector},
+                                           catch=(SignferError,)):
+            path = paths[todo[k]]
+            if exc is not None:
+                message = " ".join(str(exc).split())
+                outcome[todo[k]] = message if str(path) in message else f"{path}: {message}"
+            else:
+                log.info("%s", result.summary())
+                outcome[todo[k]] = result
+            shown.update()
     results: list[AnnotateResult] = []
     errors: list[str] = []
-    stems: dict[str, Path] = {}
-    for path in map(Path, paths):
-        try:
-            if path.stem in stems:
-                raise SignferError(
-                    f"{path}: skipped, its outputs would overwrite those of {stems[path.stem]} "
-                    "(same file name stem)"
-                )
-            result = annotate_video(path, out_dir, classifier, detector, **options)
-        except SignferError as exc:
-            message = " ".join(str(exc).split())
-            log.debug("%s", message)  # the caller reports errors (the CLI prints each once)
-            errors.append(message)
-            continue
-        stems[path.stem] = path
-        log.info("%s", result.summary())
-        results.append(result)
+    for i in sorted(outcome):
+        if isinstance(outcome[i], str):
+            log.debug("%s", outcome[i])  # the caller reports errors (the CLI prints each once)
+            errors.append(outcome[i])
+        else:
+            results.append(outcome[i])
     return AnnotateManyResult(results, errors)

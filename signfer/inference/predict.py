@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Iterable
@@ -25,8 +26,9 @@ from signfer.data.cache import load_images, read_rgb
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 from signfer.faces.crop import CropSpec, largest
-from signfer.inference.classifier import load_classifier
+from signfer.inference.classifier import FusedClassifier, load_classifier, stack_crops
 from signfer.inference.schema import PROB_PREFIX
+from signfer.io import check_out_files, ensure_out_dir
 from signfer.labels import require_overlap, shared_columns
 from signfer.metrics import compute_metrics
 from signfer.models.checkpoint import builtin_models
@@ -52,27 +54,45 @@ def make_detector(detector=None):
 
 def make_classifier(model=None, backend: str = "auto"):
     """A classifier from a built-in name or checkpoint path (``None``: :func:`default_model`),
-    or ``model`` itself when it already is one (has ``predict_proba``)."""
+    or ``model`` itself when it already is one (has ``predict_proba``). A list of
+    several models gives their :class:`~signfer.inference.classifier.FusedClassifier`."""
     if hasattr(model, "predict_proba"):
         return model
+    if isinstance(model, (list, tuple)):
+        if len(model) > 1:
+            return FusedClassifier([make_classifier(m, backend) for m in model])
+        model = model[0] if model else None
     return load_classifier(model or default_model(), backend)
 
 
 def evaluate_model(table: SampleTable, model: str, *, crop_faces: str | None = None,
-                   crop: CropSpec | None = None, backend: str = "auto") -> dict:
+                   crop: CropSpec | None = None, backend: str = "auto", halves: bool = False,
+                   keep_predictions: bool = False, executor=None) -> dict:
     """Metrics of ``model`` as it is on every sample of ``table``, labels matched by name.
 
     Faces are cut with ``crop`` (default: the crop the model was trained
     with, from its checkpoint). Dataset classes that the model does not know
     can never be predicted (they count as errors); model classes that the
-    dataset lacks are dropped.
+    dataset lacks are dropped. With ``halves``, ``m["halves"]`` also holds the
+    metrics of the selection half and of the report half
+    (:mod:`signfer.data.halves`); with ``keep_predictions``, ``m["predicted"]``
+    the predicted class index (into ``table.classes``) of every sample.
+    With a Ray ``executor`` the faces are cut here and classified in chunks,
+    one task each (the model and the faces go to the object store once).
     """
     clf = load_classifier(model, backend)
     classes = list(table.classes)
     require_overlap(clf.labels, classes)
     images = load_images(table, clf.input_size, crop_faces=crop_faces, crop=crop or clf.spec.crop)
     start = time.perf_counter()
-    probs = clf.predict_proba(images)
+    if executor is None or executor.name == "local":
+        probs = clf.predict_proba(images)
+    else:
+        step = max(1, -(-len(images) // EVALUATE_CHUNKS))
+        chunks = [(i, min(i + step, len(images))) for i in range(0, len(images), step)]
+        parts = dict((i, p) for i, p, _ in executor.run(_predict_slice, chunks,
+                                                         shared={"classifier": clf, "images": images}))
+        probs = np.concatenate([parts[i] for i in range(len(chunks))])
     seconds = time.perf_counter() - start
     keep, columns = shared_columns(clf.labels, classes)
     pred = np.asarray(columns)[probs[:, keep].argmax(1)]
@@ -80,7 +100,23 @@ def evaluate_model(table: SampleTable, model: str, *, crop_faces: str | None = N
     m["faces_per_s"] = len(images) / seconds if seconds else float("nan")
     m["unmapped"] = [c for j, c in enumerate(classes) if j not in columns]
     m["backend"] = clf.backend if hasattr(clf, "backend") else ""
+    if halves:
+        from signfer.data import halves as fixed_halves
+
+        which, y = fixed_halves.halves(table.samples["path"]), table.y()
+        m["halves"] = {h: compute_metrics(y[which == h], pred[which == h], classes)
+                       for h in fixed_halves.HALVES if (which == h).any()}
+    if keep_predictions:
+        m["predicted"] = pred
     return m
+
+
+#: Tasks ``evaluate --ray`` cuts the faces into.
+EVALUATE_CHUNKS = 16
+
+
+def _predict_slice(start: int, stop: int, *, classifier, images: np.ndarray) -> np.ndarray:
+    return classifier.predict_proba(images[start:stop])
 
 
 def predict_images(paths: list[str], model: str | None = None, *, detector: str | None = None,
@@ -110,7 +146,7 @@ def predict_images(paths: list[str], model: str | None = None, *, detector: str 
     found = np.asarray(faces, bool)
     probs = np.full((len(paths), len(clf.labels)), np.nan)
     if crops:
-        probs[found] = clf.predict_proba(np.stack(crops))
+        probs[found] = clf.predict_proba(stack_crops(crops))
     return _prediction_table({"image": list(paths), "face": found}, probs, clf.labels)
 
 
@@ -127,8 +163,11 @@ def _prediction_table(columns: dict, probs: np.ndarray, labels) -> pd.DataFrame:
 
 
 def check_video_options(*, every: int | None = None, fps: float | None = None, detect_every: int = 1,
-                        smooth: int = 1, min_duration: float = 0.0) -> None:
+                        smooth: int = 1, min_duration: float = 0.0, detect_size: int | None = None) -> None:
     """Refuse bad video options with a one-line :class:`SignferError` naming the option."""
+    if detect_size is not None and (int(detect_size) != detect_size or (detect_size and detect_size < 32)):
+        raise SignferError(f"--detect-size must be a whole number of pixels >= 32 (0: the whole frame), "
+                           f"got {detect_size}")
     if every is not None and (int(every) != every or every < 1):
         raise SignferError(f"--every must be a whole number >= 1, got {every}")
     if fps is not None and not fps > 0:
@@ -144,7 +183,7 @@ def check_video_options(*, every: int | None = None, fps: float | None = None, d
 def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detector=None,
              backend: str = "auto", every: int | None = None, fps: float | None = None,
              detect_every: int = 1, smooth: int = 1, min_duration: float = 0.0,
-             overlay: bool = False):
+             overlay: bool = False, detect_size: int | None = None, executor=None):
     """Annotate each video into ``out`` (see :func:`signfer.inference.annotate.annotate_video`).
 
     Args:
@@ -155,6 +194,10 @@ def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detec
         detector: a detector name or object (default: yunet).
         backend: 'auto', 'torch' or 'onnx'.
         every, fps, detect_every, smooth, min_duration, overlay: as for ``annotate_video``.
+        detect_size: longer side of the copy of each frame the detector sees
+            (default :data:`~signfer.inference.annotate.DEFAULT_DETECT_SIZE`; 0: the whole frame).
+        executor: where the videos are annotated, e.g. a
+            :class:`~signfer.experiments.executors.RayExecutor` (one task per video).
 
     Returns:
         An :class:`~signfer.inference.annotate.AnnotateManyResult`: the videos
@@ -164,14 +207,25 @@ def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detec
         SignferError: a bad option (before anything is loaded), or the model
             or detector cannot be loaded.
     """
-    from signfer.inference.annotate import annotate_many
+    from signfer.inference.annotate import annotate_many, output_paths
 
     videos = list(videos)
     check_video_options(every=every, fps=fps, detect_every=detect_every, smooth=smooth,
-                        min_duration=min_duration)
+                        min_duration=min_duration, detect_size=detect_size)
+    # outputs before the model and the videos: a folder in the way costs nothing
+    ensure_out_dir(out)
+    check_out_files([f for v in videos for f in output_paths(v, out, overlay=overlay).values()])
     clf = make_classifier(model, backend)
     return annotate_many(videos, out, clf, make_detector(detector), every=every, fps=fps, smooth=smooth,
-                         min_duration=min_duration, overlay=overlay, detect_every=detect_every)
+                         min_duration=min_duration, overlay=overlay, detect_every=detect_every,
+                         detect_size=_detect_size(detect_size), executor=executor)
+
+
+def _detect_size(detect_size: int | None) -> int | None:
+    """``--detect-size``: ``None`` is the default size, 0 the whole frame."""
+    from signfer.inference.annotate import DEFAULT_DETECT_SIZE
+
+    return DEFAULT_DETECT_SIZE if detect_size is None else (detect_size or None)
 
 
 @dataclass
@@ -202,39 +256,62 @@ class SuggestResult:
 
 def suggest(videos: Iterable[str | Path], out: str | Path, *, n: int = 50, method: str = "entropy",
             model=None, detector=None, backend: str = "auto", every: int | None = None,
-            fps: float | None = None, detect_every: int = 1) -> SuggestResult:
+            fps: float | None = None, detect_every: int = 1, detect_size: int | None = None,
+            executor=None) -> SuggestResult:
     """The ``n`` frames of each video the model is least sure of, as a table and an ELAN tier.
 
     Writes ``<stem>.suggest.csv`` and ``<stem>.suggest.eaf`` per video into
     ``out``. A video that cannot be read gives an error line; the rest go on.
-    Options are as for :func:`annotate`; ``method`` is ``"entropy"`` or
-    ``"margin"`` (see :mod:`signfer.inference.uncertainty`).
+    Options are as for :func:`annotate` (with a Ray ``executor``, one task
+    per video); ``method`` is ``"entropy"`` or ``"margin"`` (see
+    :mod:`signfer.inference.uncertainty`).
     """
-    from signfer.export.elan import write_suggestions_eaf
-    from signfer.export.tables import write_table
-    from signfer.inference.annotate import annotate_frames
-    from signfer.inference.uncertainty import METHODS, rank_uncertain
-    from signfer.video import iter_frames
+    from signfer import progress
+    from signfer.experiments.executors import LocalExecutor
+    from signfer.inference.uncertainty import METHODS
 
     videos = [Path(v) for v in videos]
     if int(n) != n or n < 1:
         raise SignferError(f"--n must be a whole number >= 1, got {n}")
     if method not in METHODS:
         raise SignferError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    check_video_options(every=every, fps=fps, detect_every=detect_every)
+    check_video_options(every=every, fps=fps, detect_every=detect_every, detect_size=detect_size)
+    out = Path(out)
+    ensure_out_dir(out)
+    check_out_files([out / f"{v.stem}.suggest{suffix}" for v in videos for suffix in (".csv", ".eaf")])
     clf = make_classifier(model, backend)
     det = make_detector(detector)
-    out = Path(out)
+    fn = functools.partial(suggest_one, out=out, n=n, method=method, every=every, fps=fps,
+                           detect_every=detect_every, detect_size=_detect_size(detect_size))
+    outcome: dict[int, Suggestion | str] = {}
+    with progress.bar(total=len(videos), desc="videos", unit="video", leave=False) as shown:
+        for i, done, exc in (executor or LocalExecutor()).run(
+                fn, [(v,) for v in videos], shared={"classifier": clf, "detector": det}, catch=(SignferError,)):
+            message = " ".join(str(exc).split()) if exc is not None else ""
+            outcome[i] = done if exc is None else message if str(videos[i]) in message else f"{videos[i]}: {message}"
+            shown.update()
     result = SuggestResult()
-    for v in videos:
-        try:
-            table = annotate_frames(iter_frames(v, every=every, fps=fps), clf, det, video=v.name,
-                                    detect_every=detect_every)
-        except SignferError as e:
-            result.errors.append(" ".join(str(e).split()))
-            continue
-        ranked = rank_uncertain(table, n, method)
-        csv = write_table(ranked, out / f"{v.stem}.suggest.csv")
-        eaf = write_suggestions_eaf(ranked, v, out / f"{v.stem}.suggest.eaf")
-        result.results.append(Suggestion(v, ranked, csv, eaf))
+    for i in sorted(outcome):
+        (result.errors if isinstance(outcome[i], str) else result.results).append(outcome[i])
     return result
+
+
+def suggest_one(video: Path, *, out: Path, classifier, detector, n: int, method: str, every: int | None,
+                fps: float | None, detect_every: int, detect_size: int | None) -> Suggestion:
+    """One video of :func:`suggest`; a failure to write is the same one-line error as a bad video."""
+    from signfer.export.elan import write_suggestions_eaf
+    from signfer.export.tables import write_table
+    from signfer.inference.annotate import annotate_frames
+    from signfer.inference.uncertainty import rank_uncertain
+    from signfer.video import frame_count_hint, iter_frames
+
+    try:
+        table = annotate_frames(iter_frames(video, every=every, fps=fps), classifier, detector, video=video.name,
+                                detect_every=detect_every, detect_size=detect_size,
+                                total=frame_count_hint(video, every=every, fps=fps))
+        ranked = rank_uncertain(table, n, method)
+        csv = write_table(ranked, out / f"{video.stem}.suggest.csv")
+        eaf = write_suggestions_eaf(ranked, video, out / f"{video.stem}.suggest.eaf")
+    except OSError as e:  # e.g. the disk filled up: the rest may still fit
+        raise SignferError(f"{video}: cannot write its outputs into {out} ({e.filename}: {e.strerror or e})") from None
+    return Suggestion(video, ranked, csv, eaf)

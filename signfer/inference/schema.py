@@ -16,6 +16,9 @@ returns one row per kept frame with the columns
                 label order; NaN without a face
 ``label``       the most probable class, ``""`` without a face
 ``confidence``  its probability, NaN without a face
+``<tag>:prob_<class>`` with several fused models (e.g. ``upper:prob_anger``):
+                each model's own probabilities; ``prob_<class>`` is then
+                their mean (:class:`~signfer.inference.classifier.FusedClassifier`)
 
 and :func:`~signfer.inference.annotate.add_smoothed` adds ``label_smoothed``
 and ``confidence_smoothed``. Image prediction

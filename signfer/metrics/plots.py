@@ -131,3 +131,51 @@ def plot_fold_accuracy(
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"{metric} per fold; bars are means over folds")
     return _save(fig, path)
+
+
+def plot_learning_curves(curves: dict, path: str | os.PathLike) -> Path:
+    """Validation accuracy after each epoch, one panel per (config, arch), one line per fold.
+
+    Epochs run on from the head-only warm-up into the all-layers stage (a
+    dashed line marks the switch); a dot marks each fold's highest accuracy.
+
+    Args:
+        curves: ``{(config, arch): [(fold, history), ...]}``; a history is the
+            list of per-epoch dicts of ``history.json`` (``stage``, ``epoch``,
+            ``val_accuracy``); epochs without ``val_accuracy`` are skipped.
+        path: PNG file to write.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    keys = list(curves)
+    ncols = min(4, max(1, len(keys)))
+    nrows = -(-len(keys) // ncols) if keys else 1
+    fig = Figure(figsize=(3.4 * ncols, 2.6 * nrows + 0.4))
+    for n, key in enumerate(keys):
+        ax = fig.add_subplot(nrows, ncols, n + 1)
+        switch = None
+        for i, (fold, history) in enumerate(curves[key]):
+            points = [h for h in history if isinstance(h, dict) and h.get("val_accuracy") is not None]
+            if not points:
+                continue
+            y = np.asarray([float(h["val_accuracy"]) for h in points]) * 100
+            x = np.arange(1, len(y) + 1)
+            heads = sum(1 for h in points if h.get("stage") == "head")
+            if 0 < heads < len(points):
+                switch = heads + 0.5
+            ax.plot(x, y, color=f"C{i % 10}", linewidth=1.2, alpha=0.85, label=f"fold {fold}")
+            best = int(np.argmax(y))
+            ax.scatter([x[best]], [y[best]], color=f"C{i % 10}", s=14, zorder=3)
+        if switch is not None:
+            ax.axvline(switch, color="0.5", linestyle="--", linewidth=0.8)
+        config, arch = key
+        ax.set_title(f"{config} / {arch}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("epoch (warm-up, then all layers)", fontsize=7)
+        ax.set_ylabel("inner validation accuracy (%)", fontsize=7)
+        ax.grid(alpha=0.3)
+        if n == 0:
+            ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -5,8 +5,9 @@ Reads what the experiment runner wrote::
     OUT/results.csv                                  one row per (config, arch, fold)
     OUT/runs/<config>/<arch>/fold<k>/metrics.json    compute_metrics() + config, arch, fold
 
-and writes ``OUT/results.md`` beside PNG figures. Only files are read, so a
-report can be (re)built for any finished or half-finished run.
+and writes ``OUT/results.md`` beside PNG figures (and, on request, one
+self-contained ``OUT/report.html``). Only files are read, so a report can be
+(re)built for any finished or half-finished run.
 
 Example:
     >>> write_report("runs/feph_grid")  # doctest: +SKIP
@@ -19,6 +20,7 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +29,8 @@ import pandas as pd
 from signfer.errors import SignferError
 from signfer.io import atomic_path
 from signfer.metrics.core import KEYS, METRICS, aggregate, dedupe_folds, ordered_unique
-from signfer.metrics.plots import plot_confusion, plot_fold_accuracy
-from signfer.metrics.stats import paired_tests
+from signfer.metrics.plots import plot_confusion, plot_fold_accuracy, plot_learning_curves
+from signfer.metrics.stats import fold_test_train_ratio, paired_tests
 
 DASH = "—"
 
@@ -145,6 +147,7 @@ def load_fold_metrics(out_dir: str | os.PathLike, results: pd.DataFrame) -> dict
             classes = list(m["classes"])
         elif list(m["classes"]) != classes:
             raise SignferError(f"{path} has classes {m['classes']} but other folds have {classes}")
+        m["_dir"] = str(path.parent)  # where its history.json is
         found.setdefault(key[:2], []).append(m)
     for folds in found.values():
         folds.sort(key=lambda m: str(m["fold"]))
@@ -173,12 +176,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.") or "x"
 
 
-def _tests_markdown(tests: pd.DataFrame, scope: str) -> str:
+def _tests_table(tests: pd.DataFrame, scope: str) -> pd.DataFrame | None:
     sub = tests[tests["scope"] == scope]
     if sub.empty:
-        return "_Only one candidate: nothing to compare._"
+        return None
     metric = sub["metric"].iloc[0]
-    table = pd.DataFrame({
+    return pd.DataFrame({
         "architecture": sub["arch"],
         "configuration": sub["config"],
         "best": sub["best"] if scope == "arch" else sub["best"] + " / " + sub["best_arch"],
@@ -186,10 +189,10 @@ def _tests_markdown(tests: pd.DataFrame, scope: str) -> str:
         f"Δ {metric} (pp)": [f"{100 * d:+.1f}" if not math.isnan(d) else DASH
                              for d in sub["mean_diff"]],
         "Wilcoxon p": [_p(p) for p in sub["wilcoxon_p"]],
-        "t-test p": [_p(p) for p in sub["ttest_p"]],
+        "corrected t-test p": [_p(p) for p in sub["corrected_t_p"]],
+        "plain t-test p": [_p(p) for p in sub["ttest_p"]],
         "note": sub["note"].fillna(""),
     })
-    return _markdown(table, index=False)
 
 
 def _wilcoxon_floor_sentence(n: int) -> str:
@@ -199,26 +202,56 @@ def _wilcoxon_floor_sentence(n: int) -> str:
     return text + (", so it can never reach 0.05." if floor >= 0.05 else ".")
 
 
-def write_report(out_dir: str | os.PathLike) -> Path:
-    """Write ``results.md`` and its figures into a run folder.
+# ---------------------------------------------------------------- content, then two renderings
+
+@dataclass
+class Block:
+    """One piece of the report: a heading, a paragraph, a table, a figure or preformatted text.
+
+    The report is built once as a list of blocks (:func:`report_blocks`) and
+    rendered as Markdown (``results.md``) or as one self-contained HTML page
+    (:func:`signfer.metrics.html_report.render_html`), so both say the same.
+    """
+
+    kind: str  # "heading", "text", "table", "figure", "pre"
+    text: str = ""  # heading or paragraph text (Markdown: **bold**, `code`), figure caption, pre text
+    level: int = 2  # heading level
+    table: pd.DataFrame | None = None
+    file: str = ""  # figure: PNG file name in the run folder
+
+
+def _history_curves(fold_metrics: dict) -> dict:
+    """``{(config, arch): [(fold, history list), ...]}`` from each fold's history.json."""
+    curves = {}
+    for key, folds in fold_metrics.items():
+        for m in folds:
+            path = Path(m.get("_dir", "")) / "history.json"
+            try:
+                history = json.loads(path.read_text()) if path.is_file() else None
+            except (OSError, ValueError) as err:
+                raise SignferError(f"{path} is not readable JSON: {err}") from None
+            if isinstance(history, list) and any(
+                    isinstance(h, dict) and h.get("val_accuracy") is not None for h in history):
+                curves.setdefault(key, []).append((m["fold"], history))
+    return curves
+
+
+def report_blocks(out_dir: str | os.PathLike) -> list[Block]:
+    """Build the report of a run folder as :class:`Block` s, writing its PNG figures.
 
     The report holds the paper-style table (:func:`summary_table`), paired
     tests of every configuration against the best one of its architecture and
     across architectures (:func:`~signfer.metrics.stats.paired_tests`, on
     accuracy and macro-F1), per-class recall pooled over folds, a per-fold
-    accuracy plot (``fold_accuracy.png``) and one confusion matrix summed over
-    folds per (config, arch) (``confusion_<config>_<arch>.png``). Every file is
-    written atomically, so a reader never sees a half-written one.
-
-    Args:
-        out_dir: the run folder holding ``results.csv`` and ``runs/``.
-
-    Returns:
-        The path of ``results.md``.
+    accuracy plot (``fold_accuracy.png``), learning curves from each fold's
+    ``history.json`` (``learning_curves.png``, when any fold chose its epoch on
+    an inner validation part), one confusion matrix summed over folds per
+    (config, arch) (``confusion_<config>_<arch>.png``) and the resolved
+    ``config.yaml``. Every file is written atomically.
 
     Raises:
         SignferError: if ``results.csv`` is missing or empty, or a
-            ``metrics.json`` is unreadable.
+            ``metrics.json`` or ``history.json`` is unreadable.
     """
     out_dir = Path(out_dir)
     results = load_results(out_dir)
@@ -228,18 +261,16 @@ def write_report(out_dir: str | os.PathLike) -> Path:
     fold_metrics = load_fold_metrics(out_dir, results)
     max_folds = int(agg["n_folds"].max())
 
-    lines = [
-        f"# Results: {out_dir.resolve().name}",
-        "",
-        f"{len(configs)} configuration(s) × {len(archs)} architecture(s), "
-        f"up to {max_folds} cross-validation folds each, from `results.csv`.",
-        "",
-        "## Accuracy by configuration and architecture",
-        "",
-        "Cells: accuracy mean ± sd over folds (macro-F1 mean), in percent; sd is the "
-        "sample standard deviation across folds (ddof=1). Bold: best mean accuracy "
-        "of the architecture.",
-        "",
+    blocks = [
+        Block("heading", f"Results: {out_dir.resolve().name}", level=1),
+        Block("text", f"{len(configs)} configuration(s) × {len(archs)} architecture(s), "
+                      f"up to {max_folds} cross-validation folds each, from `results.csv`."),
+        Block("heading", "Accuracy by configuration and architecture"),
+        Block("text", "Cells: accuracy mean ± sd over folds (macro-F1 mean), in percent; sd is the "
+                      "sample standard deviation across folds (ddof=1). Bold: best mean accuracy "
+                      "of the architecture. The best is picked on these same test folds, so its "
+                      "lead over the others is optimistic (selection bias: the maximum of several "
+                      "noisy means is biased upwards); no fold was held out of that choice."),
     ]
     table = summary_table(results)
     for arch in archs:
@@ -247,24 +278,37 @@ def write_report(out_dir: str | os.PathLike) -> Path:
         if len(means) > 1:
             best = means.index[int(np.argmax(means.to_numpy()))]
             table.loc[best, arch] = f"**{table.loc[best, arch]}**"
-    lines += [_markdown(table), ""]
+    blocks.append(Block("table", table=table.reset_index()))
 
-    lines += ["## Paired tests against the best configuration", ""]
-    lines += [
-        "Each configuration is compared with the best one (highest mean) on the folds "
-        "both ran, paired by fold. Δ = configuration − best, in percentage points. "
-        "Two-sided Wilcoxon signed-rank and paired t-tests.",
-        "",
-        f"{_wilcoxon_floor_sentence(max_folds)} Read the p-values as descriptive; "
-        "they are not corrected for multiple comparisons.",
-        "",
+    ratio = fold_test_train_ratio(dedupe_folds(results))
+    ratio_text = f"{ratio.min():.3g}" + (f" to {ratio.max():.3g}" if ratio.max() - ratio.min() > 5e-4 else "")
+    blocks += [
+        Block("heading", "Paired tests against the best configuration"),
+        Block("text", "Each configuration is compared with the best one (highest mean) on the folds "
+                      "both ran, paired by fold. Δ = configuration − best, in percentage points. "
+                      "Two-sided Wilcoxon signed-rank test, corrected resampled t-test "
+                      "(Nadeau & Bengio 2003) and, for comparison, the plain paired t-test."),
+        Block("text", "**Read the corrected t-test, not the plain one.** The training sets of "
+                      "cross-validation folds overlap, so fold results are not independent and "
+                      "the plain paired t-test underestimates the variance of the mean difference: "
+                      "it finds differences too often. The corrected test multiplies the variance "
+                      f"by (1/K + n_test/n_train) instead of 1/K (here n_test/n_train = {ratio_text})."),
+        Block("text", "**Selection bias.** The reference configuration is the one with the best mean "
+                      "on these same test folds. Picking it there favours it, so every Δ below is "
+                      "biased against the others and the p-values are too small."),
+        Block("text", f"{_wilcoxon_floor_sentence(max_folds)} Read the p-values as descriptive; "
+                      "they are not corrected for multiple comparisons."),
     ]
     for metric, label in (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1")):
         tests = paired_tests(results, metric=metric, overall=True)
-        lines += [f"### {label}, within each architecture", "", _tests_markdown(tests, "arch"), ""]
+        scopes = [("arch", "within each architecture")]
         if len(archs) > 1:
-            lines += [f"### {label}, across architectures", "",
-                      _tests_markdown(tests, "overall"), ""]
+            scopes.append(("overall", "across architectures"))
+        for scope, words in scopes:
+            blocks.append(Block("heading", f"{label}, {words}", level=3))
+            t = _tests_table(tests, scope)
+            blocks.append(Block("table", table=t) if t is not None
+                          else Block("text", "_Only one candidate: nothing to compare._"))
 
     # Confusions are summed over folds so rare classes have enough frames to read.
     summed = {}
@@ -274,10 +318,10 @@ def write_report(out_dir: str | os.PathLike) -> Path:
     classes = next(iter(fold_metrics.values()))[0]["classes"] if fold_metrics else []
 
     if summed:
-        lines += ["## Per-class recall, pooled over folds", "",
-                  "Recall of each true class from the confusion matrix summed over folds, "
-                  "in percent; the support row (when all rows share the same folds) gives the "
-                  "number of test frames per class.", ""]
+        blocks += [Block("heading", "Per-class recall, pooled over folds"),
+                   Block("text", "Recall of each true class from the confusion matrix summed over folds, "
+                                 "in percent; the support row (when all rows share the same folds) gives the "
+                                 "number of test frames per class.")]
         rows = []
         supports = {tuple(conf.sum(axis=1)) for conf, _ in summed.values()}
         # One support row is only honest when every row was tested on the same frames.
@@ -293,11 +337,21 @@ def write_report(out_dir: str | os.PathLike) -> Path:
                 rows.append({"configuration": config, "architecture": arch, **{
                     c: _pct(conf[i, i] / support[i]) if support[i] else DASH
                     for i, c in enumerate(classes)}})
-        lines += [_markdown(pd.DataFrame(rows), index=False), ""]
+        blocks.append(Block("table", table=pd.DataFrame(rows)))
 
-    lines += ["## Figures", ""]
+    blocks.append(Block("heading", "Figures"))
     plot_fold_accuracy(results, out_dir / "fold_accuracy.png")
-    lines += ["![accuracy per fold](fold_accuracy.png)", ""]
+    blocks.append(Block("figure", "accuracy per fold", file="fold_accuracy.png"))
+    curves = _history_curves(fold_metrics)
+    if curves:
+        plot_learning_curves({k: curves[k] for k in [(c, a) for c in configs for a in archs] if k in curves},
+                             out_dir / "learning_curves.png")
+        blocks += [Block("heading", "Learning curves", level=3),
+                   Block("text", "Accuracy on each fold's inner validation part (carved from its training "
+                                 "side, never the test fold) after each epoch: the head-only warm-up, then "
+                                 "all layers (after the dashed line); a dot marks each fold's highest accuracy. "
+                                 "The epoch a fold keeps is chosen on this curve, never on the test fold."),
+                   Block("figure", "learning curves", file="learning_curves.png")]
     used: set[str] = set()
     for config in configs:
         for arch in archs:
@@ -312,12 +366,64 @@ def write_report(out_dir: str | os.PathLike) -> Path:
             used.add(name)
             title = f"{config} / {arch}, summed over {n_folds} fold(s)"
             plot_confusion(conf, classes, title, out_dir / f"{name}.png")
-            lines += [f"### {config} / {arch}", "",
-                      f"![confusion {config} / {arch}]({name}.png)", ""]
+            blocks += [Block("heading", f"{config} / {arch}", level=3),
+                       Block("figure", f"confusion {config} / {arch}", file=f"{name}.png")]
     if not summed:
-        lines += ["_No metrics.json files found under runs/: no confusion matrices._", ""]
+        blocks.append(Block("text", "_No metrics.json files found under runs/: no confusion matrices._"))
 
+    config_file = out_dir / "config.yaml"
+    if config_file.is_file():
+        blocks += [Block("heading", "Resolved configuration"),
+                   Block("text", "`config.yaml` of the run: the grid, dataset and seed as resolved."),
+                   Block("pre", config_file.read_text(encoding="utf-8", errors="replace"))]
+    return blocks
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    """The blocks as GitHub-flavoured Markdown; figures link their PNG files."""
+    lines: list[str] = []
+    for b in blocks:
+        if b.kind == "heading":
+            lines += ["#" * b.level + " " + b.text, ""]
+        elif b.kind == "text":
+            lines += [b.text, ""]
+        elif b.kind == "table":
+            lines += [_markdown(b.table, index=False), ""]
+        elif b.kind == "figure":
+            lines += [f"![{b.text}]({b.file})", ""]
+        elif b.kind == "pre":
+            lines += ["```yaml", b.text.rstrip("\n"), "```", ""]
+    return "\n".join(lines)
+
+
+def write_report(out_dir: str | os.PathLike, html: bool = False) -> Path:
+    """Write ``results.md`` (and with ``html`` also ``report.html``) and their figures.
+
+    See :func:`report_blocks` for what the report holds. ``report.html`` is
+    one self-contained page: the figures inlined as data URIs, the style
+    inline, no external URL (:func:`signfer.metrics.html_report.render_html`). Every
+    file is written atomically, so a reader never sees a half-written one.
+
+    Args:
+        out_dir: the run folder holding ``results.csv`` and ``runs/``.
+        html: also write ``report.html``.
+
+    Returns:
+        The path of ``results.md``.
+
+    Raises:
+        SignferError: if ``results.csv`` is missing or empty, or a
+            ``metrics.json`` is unreadable.
+    """
+    out_dir = Path(out_dir)
+    blocks = report_blocks(out_dir)
     path = out_dir / "results.md"
     with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
+        tmp.write_text(render_markdown(blocks), encoding="utf-8")
+    if html:
+        from signfer.metrics.html_report import render_html
+
+        page = render_html(blocks, out_dir, title=f"Results: {out_dir.resolve().name}")
+        with atomic_path(out_dir / "report.html") as tmp:
+            tmp.write_text(page, encoding="utf-8")
     return path

@@ -65,6 +65,9 @@ class ModelMeta:
     crop: dict[str, Any] = field(default_factory=dict)
     #: the techniques it was fine-tuned with (empty for pre-trained models).
     techniques: list[str] = field(default_factory=list)
+    #: predict by averaging each face's probabilities with its mirror image's
+    #: (test-time augmentation, ``TrainConfig.tta``).
+    tta: bool = False
     config: dict[str, Any] = field(default_factory=dict)
     training_data: str = ""
     val_accuracy: float | None = None
@@ -103,6 +106,12 @@ def _stem(path: str | os.PathLike) -> Path:
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
 
 
+def checkpoint_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The two files of checkpoint ``path``: ``(NAME.safetensors, NAME.json)``."""
+    stem = _stem(path)
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
 def save_checkpoint(model: nn.Module, meta: ModelMeta, path: str | os.PathLike, half: bool = False) -> Path:
     """Write ``path.safetensors`` and ``path.json`` atomically; return the stem.
 
@@ -138,10 +147,14 @@ def default_init(arch: str) -> str:
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
-    """A built-in model name or a checkpoint path -> the checkpoint stem."""
+    """A built-in model name, ``hsemotion:NAME`` or a checkpoint path -> the checkpoint stem."""
     builtins = builtin_models()
     if str(name_or_path) in builtins:
         return builtins[str(name_or_path)]
+    if str(name_or_path).startswith("hsemotion:"):  # HSEmotion's file, imported once and cached
+        from signfer.models.hsemotion import resolve_hsemotion
+
+        return resolve_hsemotion(str(name_or_path))
     stem = _stem(name_or_path)
     if stem.with_suffix(".safetensors").exists() and stem.with_suffix(".json").exists():
         return stem
@@ -196,11 +209,27 @@ def load_model(name_or_path: str | os.PathLike) -> tuple[nn.Module, ModelMeta]:
 
 
 def _load_state(model: nn.Module, state: dict, source) -> None:
+    """Load ``state`` into ``model``, or fail naming the first tensor that does not fit and both shapes."""
+    expected = model.state_dict()
+    problem = None
+    for name, tensor in expected.items():
+        if name not in state:
+            problem = f"tensor {name!r} {tuple(tensor.shape)} is missing from the weights"
+        elif state[name].shape != tensor.shape:
+            problem = (f"tensor {name!r} is {tuple(state[name].shape)} in the weights, "
+                       f"{tuple(tensor.shape)} in the model")
+        if problem:
+            break
+    extra = [name for name in state if name not in expected]
+    if problem is None and extra:
+        problem = f"the weights hold a tensor the model lacks: {extra[0]!r} {tuple(state[extra[0]].shape)}"
+    if problem:
+        raise SignferError(f"{source}: weights do not fit the {type(model).__name__} that its metadata "
+                           f"describes: {problem}")
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise SignferError(f"{source}: weights do not fit the architecture in its metadata ({first})") from None
+    except RuntimeError as e:  # e.g. a dtype that cannot be copied
+        raise SignferError(f"{source}: weights do not load ({str(e).splitlines()[-1].strip()})") from None
 
 
 def build_model(arch: str | None, classes: list[str], init: str, input_size: int = 64) -> tuple[nn.Module, ModelMeta]:

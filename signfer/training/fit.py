@@ -29,6 +29,7 @@ from signfer.training.loop import (
     scores_from_logits,
     train_one_epoch,
 )
+from signfer.training.preprocess import random_affine
 
 #: A cache of per-image tensors (backbone features, zero-shot logits) that only
 #: depend on the initial weights and the preprocessing, shared across folds.
@@ -90,6 +91,25 @@ def _features(cache: FeatureCache | None, key: tuple, compute: Callable[[], torc
     return cache[key]
 
 
+def frozen_features(model: nn.Module, images: torch.Tensor, preprocess: PreprocessSpec,
+                    techniques: tuple[str, ...], cache: FeatureCache | None = None,
+                    cache_key: tuple = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Freeze the backbone; its features of every image, and of their mirror images with ``hf``.
+
+    Taken from ``cache`` under ``cache_key`` when there, else computed and
+    stored there: :func:`fit` calls this, and so can anyone who wants the
+    cache filled before fits run elsewhere (the Ray executor shares one filled
+    cache with every task).
+    """
+    set_backbone_trainable(model, False)
+    feats = _features(cache, ("features", *cache_key, False),
+                      lambda: extract_features(model, images, preprocess))
+    flipped = (_features(cache, ("features", *cache_key, True),
+                         lambda: extract_features(model, images, preprocess, flip=True))
+               if "hf" in techniques else None)
+    return feats, flipped
+
+
 def fit(
     model: nn.Module,
     images: torch.Tensor,
@@ -140,12 +160,7 @@ def fit(
     result = FitResult(model=model, preprocess=preprocess)
 
     # Stage 1: the head on frozen, cached backbone features.
-    set_backbone_trainable(model, False)
-    feats = _features(cache, ("features", *cache_key, False),
-                      lambda: extract_features(model, images, preprocess))
-    flipped = (_features(cache, ("features", *cache_key, True),
-                         lambda: extract_features(model, images, preprocess, flip=True))
-               if flip else None)
+    feats, flipped = frozen_features(model, images, preprocess, techniques, cache, cache_key)
     head = model.get_classifier()
     head_only = "head" in techniques
     stage1_epochs = (cfg.epochs if epochs is None else epochs) if head_only else cfg.head_epochs
@@ -211,11 +226,15 @@ def fit(
     sched = all_layers_scheduler(opt, cfg, len(train_idx))
     train_images = x_all[tr]
     train_y = y_t[tr]
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return random_affine(x, cfg.rotate, cfg.scale, generator)  # x itself when both are 0
+
     for epoch in range(1, (cfg.epochs if epochs is None else epochs) + 1):
         order = balanced_order(y[train_idx], gen) if "ws" in techniques else None
         stats = train_one_epoch(model, train_images, train_y, optimizer=opt, loss_fn=loss_fn,
                                 preprocess=preprocess, batch_size=cfg.batch_size, generator=gen,
-                                flip=flip, shift=cfg.shift, order=order, scheduler=sched)
+                                flip=flip, shift=cfg.shift, order=order, scheduler=sched, augment=augment)
         result.train_images += stats["n"]
         result.train_seconds += stats["seconds"]
         if not validate:

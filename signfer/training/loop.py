@@ -108,6 +108,15 @@ def predict_logits(
     return _batched(model, model, images, preprocess, batch_size, flip)
 
 
+def predict_proba(model: nn.Module, images: torch.Tensor, preprocess: PreprocessSpec, *, tta: bool = False,
+                  batch_size: int = 256) -> np.ndarray:
+    """Class probabilities of every image; with ``tta``, averaged with the mirror image's."""
+    probs = torch.softmax(predict_logits(model, images, preprocess, batch_size), 1)
+    if tta:
+        probs = (probs + torch.softmax(predict_logits(model, images, preprocess, batch_size, flip=True), 1)) / 2
+    return probs.numpy()
+
+
 def extract_features(
     model: nn.Module, images: torch.Tensor, preprocess: PreprocessSpec, batch_size: int = 256,
     flip: bool = False,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from signfer import progress
+from signfer.config import check_settings
 from signfer.data import load_dataset
 from signfer.data.cache import load_images
 from signfer.errors import SignferError
@@ -62,6 +63,26 @@ class PretrainConfig:
     distill_weight: float = 0.8
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_settings(self, PRETRAIN_RULES)
+
+
+#: The allowed values of each PretrainConfig setting (its type comes from the annotation).
+PRETRAIN_RULES = {
+    "input_size": (lambda v: v >= 16, ">= 16 (pixels)"),
+    "epochs": (lambda v: v >= 1, ">= 1"),
+    "lr": (lambda v: 0 < v < math.inf, "> 0"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "shift": (lambda v: v >= 0, ">= 0 (pixels)"),
+    "rotate": (lambda v: 0 <= v <= 180, "in [0, 180] (degrees)"),
+    "scale": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "cutmix": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "distill_weight": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+}
+
 
 def _cpu(obj):
     """A copy of ``obj`` (a state dict, possibly nested) with every tensor on the
@@ -76,7 +97,7 @@ def _cpu(obj):
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    progress.echo(msg)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -115,7 +136,10 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     cfg_path = out / "pretrain_config.json"
     if cfg_path.exists():
         # fields added to PretrainConfig since the run started take their defaults
-        saved = {**_plain(PretrainConfig()), **read_json(cfg_path)}
+        try:
+            saved = {**_plain(PretrainConfig()), **read_json(cfg_path)}
+        except (OSError, ValueError, TypeError) as e:
+            raise SignferError(f"{cfg_path}: damaged ({e}); delete the run folder {out} or use a new --out") from None
         if saved != _plain(cfg):
             raise SignferError(f"{out} holds a run with another config ({cfg_path}); use a new --out")
     else:
@@ -164,7 +188,11 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     state_path = out / STATE
     if state_path.exists():
         # weights_only: the state holds tensors and plain containers, nothing executable
-        s = torch.load(state_path, map_location="cpu", weights_only=True)
+        try:
+            s = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a half-written or foreign file: torch raises several types
+            raise SignferError(f"{state_path}: damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                               "delete it to start this run again") from None
         model.load_state_dict(s["model"])
         opt.load_state_dict(s["optimizer"])  # moves the moments to the parameters' device
         sched.load_state_dict(s["scheduler"])
@@ -175,8 +203,11 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     done_now, seconds, stopped = 0, [], None
+    # on a terminal a bar stands in for the per-epoch lines (-v prints both)
+    shown = progress.bar(total=cfg.epochs, initial=epoch0, desc=f"pretrain {cfg.arch}", unit="epoch")
     for epoch in range(epoch0 + 1, cfg.epochs + 1):
         if max_epochs_this_run is not None and done_now >= max_epochs_this_run:
+            shown.close()
             return None
         expected = max(seconds[1:] or seconds or [0.0])
         if time_limit_s is not None and done_now and time.perf_counter() - started + expected > time_limit_s:
@@ -196,9 +227,12 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
                         "img_per_s": stats["img_per_s"], "seconds": time.perf_counter() - t0})
         if v["accuracy"] > best_acc:
             best_acc, best_state = v["accuracy"], _cpu(model.state_dict())
-        _log(f"epoch {epoch}/{cfg.epochs}: train loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} | "
-             f"val acc {v['accuracy']:.4f} (best {best_acc:.4f}) | {stats['img_per_s']:.0f} img/s, "
-             f"{time.perf_counter() - t0:.0f} s")
+        progress.detail(_log)(
+            f"epoch {epoch}/{cfg.epochs}: train loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} | "
+            f"val acc {v['accuracy']:.4f} (best {best_acc:.4f}) | {stats['img_per_s']:.0f} img/s, "
+            f"{time.perf_counter() - t0:.0f} s")
+        shown.set_postfix_str(f"val acc {v['accuracy']:.4f}, best {best_acc:.4f}", refresh=False)
+        shown.update()
         with atomic_path(state_path) as tmp:
             torch.save({"model": _cpu(model.state_dict()), "optimizer": _cpu(opt.state_dict()),
                         "scheduler": sched.state_dict(), "generator": gen.get_state(),
@@ -207,6 +241,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         write_json(out / "history.json", history)
         done_now += 1
         seconds.append(time.perf_counter() - t0)
+    shown.close()
 
     model = model.cpu()
     model.load_state_dict(best_state)

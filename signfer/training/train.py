@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -33,18 +34,19 @@ import numpy as np
 import torch
 
 from signfer import __version__
-from signfer.config import RunSpec, TrainConfig, parse_techniques, technique_label
+from signfer.config import RunSpec, TrainConfig, from_dict, parse_techniques, technique_label
 from signfer.data.cache import load_images
 from signfer.data.spec import PreprocessSpec, dataset_crop, equalize
 from signfer.data.table import SampleTable, fingerprint
 from signfer.errors import SignferError
 from signfer.experiments.folds import inner_split
 from signfer.faces.crop import CropSpec
-from signfer.io import read_json
+from signfer.io import check_out_files, read_json
 from signfer.models.checkpoint import (
     IMAGENET_INPUT_SIZE,
     ModelMeta,
     build_model,
+    checkpoint_files,
     default_init,
     load_meta,
     provenance,
@@ -52,6 +54,7 @@ from signfer.models.checkpoint import (
 )
 from signfer.training.fit import fit
 from signfer.training.preprocess import channel_stats
+from signfer.training.recipes import preset
 
 
 def _log(msg: str) -> None:
@@ -59,8 +62,8 @@ def _log(msg: str) -> None:
 
 
 def equalize_mode(techniques: tuple[str, ...]) -> str | None:
-    """The histogram equalisation that ``techniques`` ask for (``he``: luminance)."""
-    return "luma" if "he" in techniques else None
+    """The histogram equalisation that ``techniques`` ask for (``he``: luminance, ``hec``: each channel)."""
+    return "luma" if "he" in techniques else "rgb" if "hec" in techniques else None
 
 
 def choose_preprocess(techniques: tuple[str, ...], init: str, cfg: TrainConfig, meta: ModelMeta,
@@ -88,7 +91,7 @@ def finetuned_meta(meta: ModelMeta, prep: PreprocessSpec, *, techniques: tuple[s
     return ModelMeta(
         arch=meta.arch, input_size=meta.input_size, labels=list(table.classes),
         mean=list(prep.mean or meta.mean), std=list(prep.std or meta.std), normalize=prep.mean is not None,
-        equalize=prep.equalize or False, crop=prep.crop.to_dict(), techniques=list(techniques),
+        equalize=prep.equalize or False, crop=prep.crop.to_dict(), techniques=list(techniques), tta=cfg.tta,
         config=dataclasses.asdict(cfg), training_data=training_data,
         val_accuracy=None if val_accuracy is None or val_accuracy != val_accuracy else round(float(val_accuracy), 4),
         command=command, data_fingerprint=fingerprint(trained_on), signfer_version=__version__,
@@ -97,20 +100,25 @@ def finetuned_meta(meta: ModelMeta, prep: PreprocessSpec, *, techniques: tuple[s
 
 
 def epochs_from_run(run: str | Path, *, arch: str, init: str, techniques: tuple[str, ...],
-                    cfg: TrainConfig) -> dict:
+                    cfg: TrainConfig | None) -> dict:
     """The number of epochs a finished cv/grid run chose for this configuration.
 
     Reads each fold's ``metrics.json`` under ``run/runs/``; the folds of the
-    same architecture, init, techniques and training settings count. Returns
-    ``{"epochs": median best epoch, "accuracy_mean", "accuracy_sd", "folds", "run"}``.
+    same architecture, init, techniques and training settings count (``cfg``
+    None: whatever settings the run used, if its matching folds agree). Returns
+    ``{"epochs": median best epoch, "accuracy_mean", "accuracy_sd", "folds",
+    "run", "train": the settings}``.
     """
+    from signfer.experiments.runner import recorded_train
+
     run = Path(run)
     files = sorted(run.glob("runs/*/*/fold*/metrics.json"))
     if not files:
         raise SignferError(f"{run}: no finished folds (runs/*/*/fold*/metrics.json); "
                            "--epochs-from takes a cv or grid run folder")
-    wanted = {"arch": arch, "init": init, "techniques": "+".join(techniques),
-              "train": dataclasses.asdict(cfg)}
+    wanted = {"arch": arch, "init": init, "techniques": "+".join(techniques)}
+    if cfg is not None:
+        wanted["train"] = dataclasses.asdict(cfg)
     rows, seen = [], set()
     for f in files:
         try:
@@ -118,14 +126,19 @@ def epochs_from_run(run: str | Path, *, arch: str, init: str, techniques: tuple[
         except (OSError, ValueError) as e:
             raise SignferError(f"{f}: unreadable fold result ({e})") from None
         seen.add(f"{m.get('config')} ({m.get('arch')}, init {m.get('init')})")
-        if all(m.get(k) == v for k, v in wanted.items()):
+        if all((recorded_train(m) if k == "train" else m.get(k)) == v for k, v in wanted.items()):
             rows.append(m)
     if not rows:
         raise SignferError(
             f"{run}: no finished fold ran {technique_label(techniques)} on {arch} from {init} with these "
-            f"training settings; the run has: {', '.join(sorted(seen))}")
+            f"training settings; the run has: {', '.join(sorted(seen))} (train's settings must equal the "
+            "run's: `signfer train` uses --preset accurate unless told, `cv` --preset fast)")
+    settings = {json.dumps(recorded_train(r), sort_keys=True) for r in rows}
+    if len(settings) > 1:
+        raise SignferError(f"{run}: {technique_label(techniques)} on {arch} ran with {len(settings)} different "
+                           "training settings; choose one with --preset / --set")
     acc = np.array([r["accuracy"] for r in rows], float)
-    return {"run": str(run.resolve()), "folds": len(rows),
+    return {"run": str(run.resolve()), "folds": len(rows), "train": recorded_train(rows[0]),
             "epochs": int(np.median([r["best_epoch"] for r in rows]).round()),
             "accuracy_mean": round(float(acc.mean()), 4),
             "accuracy_sd": round(float(acc.std(ddof=1)), 4) if len(acc) > 1 else float("nan")}
@@ -156,7 +169,8 @@ def finetune(
         init: 'imagenet', 'random', a built-in model or a checkpoint; default:
             the built-in FER model of ``arch``.
         techniques: as in ``cv`` (must contain ``ft`` or ``head``).
-        train: training settings.
+        train: training settings; default: the ``accurate`` preset (:mod:`signfer.training.recipes`),
+            or with ``epochs_from`` the settings that run used.
         seed: fixes the inner split and the training randomness.
         input_size: for ImageNet and random inits (a checkpoint brings its own).
         crop: margin, alignment and region of the faces (see ``dataset_crop``).
@@ -167,8 +181,9 @@ def finetune(
     t = parse_techniques(techniques)
     if not set(t) & {"ft", "head"}:
         raise SignferError("train needs 'ft' or 'head' among the techniques (no-FT has nothing to train)")
-    cfg = train or TrainConfig()
-    RunSpec("train", arch or "", init or "", t, cfg)  # checks settings against techniques (e.g. shift with head)
+    # with --epochs-from, the run's own settings unless others are given
+    cfg = train or (None if epochs_from else preset("accurate"))
+    check_out_files(checkpoint_files(out), "checkpoint")  # before any work
     arch = arch or ("mobilenetv2" if init in (None, "imagenet", "random") else None)
     init = init or default_init(arch)
     started = time.perf_counter()
@@ -176,6 +191,9 @@ def finetune(
         arch = load_meta(init).arch
     # the run folder first: a wrong one should fail before any work is done
     chosen = epochs_from_run(epochs_from, arch=arch, init=init, techniques=t, cfg=cfg) if epochs_from else None
+    if cfg is None:
+        cfg = from_dict(TrainConfig, chosen["train"], f"{epochs_from}: train")
+    RunSpec("train", arch, init, t, cfg)  # checks the settings against the techniques (e.g. shift with head)
     crop = dataset_crop(table, crop, crop_faces, seed=seed, log=log)
     torch.manual_seed(seed)
     model, meta = build_model(arch, list(table.classes), init, input_size or IMAGENET_INPUT_SIZE)

@@ -1,0 +1,141 @@
+"""Fine-tuning recipes on small data: subject-grouped cross-validation of named recipes.
+
+    .venv/bin/python benchmarks/small_data.py RECIPE [RECIPE ...] [--data ckplus-dev|standin|MANIFEST]
+                                              [--out DIR] [--folds 5] [--threads N]
+
+Each recipe is a start model plus training settings (``RECIPES`` below); each runs
+``signfer.cross_validate`` with folds grouped by subject (CK+: ``manifest.csv``'s
+``group``) or by pseudo-video (the FER2013 stand-in of ``grid_speed.py``), so no
+subject is on both sides of a split. All recipes of one ``--data`` share the same
+saved folds. Prints, per recipe, mean ± sd accuracy and mean per-class recall
+("sensitivity", the DFKI 2025 paper's figure) over the folds, the recall of each
+class, and the mean seconds per fit. A finished recipe is resumed, not re-run.
+
+The CK+ data is the dev half of ``../shared/data/ckplus48_dev`` (64 of 118
+subjects): recipes are chosen on it; the other subjects are kept aside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command, machine, shared_path  # noqa: E402
+
+import signfer  # noqa: E402
+from signfer.config import TrainConfig  # noqa: E402
+from signfer.experiments.runner import fold_dir  # noqa: E402
+from signfer.models.checkpoint import load_meta  # noqa: E402
+
+#: name -> (init, techniques, training settings). ``fast`` is the paper grid's
+#: defaults; each other recipe adds one step, so each step's effect can be re-measured.
+RECIPES: dict[str, tuple[str, str, dict]] = {
+    "fast": ("mobilenetv2-fer", "ft,ip,hf", {}),
+    "e30": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3}),
+    "e30-aug": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
+                                                 "rotate": 10.0, "scale": 0.1}),
+    "e30-aug-tta": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
+                                                     "rotate": 10.0, "scale": 0.1, "tta": True}),
+    "e30-aug-ls": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
+                                                    "rotate": 10.0, "scale": 0.1, "label_smoothing": 0.1}),
+    "e30-aug-160": ("mobilenetv2-fer-160", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
+                                                         "rotate": 10.0, "scale": 0.1}),
+    "lite0-160-e30-aug": ("efficientnet_lite0-fer-160", "ft,ip,hf",
+                          {"epochs": 30, "patience": 30, "lr": 1e-3, "rotate": 10.0, "scale": 0.1}),
+}
+
+
+def load(data: str, out: Path):
+    if data == "ckplus-dev":
+        return signfer.load_dataset("manifest", shared_path("data", "ckplus48_dev", "manifest.csv"))
+    if data == "standin":
+        from grid_speed import make_standin
+
+        return signfer.load_dataset("manifest", make_standin(out))
+    return signfer.load_dataset("manifest", data)
+
+
+def tta_accuracy(out: Path, name: str, arch: str, folds: int, table) -> np.ndarray:
+    """Each fold's accuracy when its kept model also looks at the mirror image
+    (test-time augmentation), from the fold's own test faces and model."""
+    from signfer.data.cache import load_images
+    from signfer.data.spec import equalize
+    from signfer.models.checkpoint import load_model
+    from signfer.training.loop import predict_proba
+
+    accs = []
+    for k in range(folds):
+        d = fold_dir(out, _Spec(name, arch), k)
+        pred = pd.read_csv(d / "predictions.csv")
+        model, meta = load_model(d / "model")
+        spec = meta.spec
+        index = {p: i for i, p in enumerate(table.samples["path"])}
+        rows = [index[p] for p in pred["path"]]
+        images = equalize(load_images(table, spec.size, crop=spec.crop, progress=False), spec.equalize)[rows]
+        probs = predict_proba(model, torch.from_numpy(images), spec, tta=True)
+        accs.append(float((np.asarray(meta.labels)[probs.argmax(1)] == pred["label"].to_numpy()).mean()))
+    return np.array(accs)
+
+
+def summarise(out: Path, name: str, spec_name: str, arch: str, folds: int, table=None) -> dict:
+    rows = [pd.read_json(fold_dir(out, _Spec(spec_name, arch), k) / "metrics.json", typ="series")
+            for k in range(folds)]
+    acc = np.array([r["accuracy"] for r in rows])
+    tta = {}
+    if table is not None:
+        t = tta_accuracy(out, spec_name, arch, folds, table)
+        tta = {"accuracy with TTA": f"{100 * t.mean():.1f} ± {100 * t.std(ddof=1):.1f}"}
+    sens = np.array([r["macro_recall"] for r in rows])
+    classes = list(rows[0]["per_class"])
+    recall = {c: np.nanmean([r["per_class"][c]["recall"] for r in rows]) for c in classes}
+    return {"recipe": name, "accuracy": f"{100 * acc.mean():.1f} ± {100 * acc.std(ddof=1):.1f}", **tta,
+            "sensitivity": f"{100 * sens.mean():.1f}", "s/fit": f"{np.mean([r['seconds'] for r in rows]):.0f}",
+            **{c: f"{100 * v:.0f}" for c, v in recall.items()}}
+
+
+@dataclasses.dataclass
+class _Spec:  # what fold_dir needs
+    name: str
+    arch: str
+
+
+def _progress(line: str) -> None:
+    if line.startswith("[") or line.lstrip().startswith("accuracy"):
+        print(line, file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("recipes", nargs="+", choices=sorted(RECIPES))
+    p.add_argument("--data", default="ckplus-dev")
+    p.add_argument("--out", default="runs/small-data")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--keep-models", action="store_true",
+                   help="keep each fold's model and also report the accuracy with mirror TTA")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out) / Path(args.data).stem
+    table = load(args.data, out)
+    print(f"# {command()}\n# {machine()}\n# data: {table.name}, {len(table.samples)} faces, "
+          f"{table.samples['group'].nunique()} groups, {args.folds} grouped folds\n", flush=True)
+    rows = []
+    for name in args.recipes:
+        init, techniques, train = RECIPES[name]
+        arch = load_meta(init).arch
+        signfer.cross_validate(table, out, arch=arch, init=init, techniques=techniques, folds=args.folds,
+                               train=TrainConfig(**train), name=name, log=_progress,
+                               keep_models=args.keep_models)
+        rows.append(summarise(out, name, name, arch, args.folds, table if args.keep_models else None))
+        print(pd.DataFrame(rows).to_markdown(index=False), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Tests for signfer.data.duplicates and signfer.data.halves: duplicate faces, lists to leave
+them out, and the fixed selection / report halves; the FER2013 list kept in the repository."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+
+from signfer.cli import main
+from signfer.data import load_dataset
+from signfer.data.duplicates import (
+    LIST_COLUMNS,
+    LISTS,
+    NEAR_DISTANCE,
+    describe,
+    find_duplicates,
+    hash_images,
+    read_list,
+)
+from signfer.data.halves import HALVES, half_of, split_halves
+from signfer.errors import SignferError
+
+
+def _face(seed: int, size: int = 48) -> np.ndarray:
+    """A smooth random grey image: unrelated seeds give unrelated images."""
+    rng = np.random.default_rng(seed)
+    x = gaussian_filter(rng.normal(size=(size, size)), 3)
+    return np.clip(128 + 60 * x / x.std(), 0, 255).astype(np.uint8)
+
+
+def _save(path: Path, pixels: np.ndarray, mode: str = "L") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).convert(mode).save(path)
+    return path
+
+
+def _jpeg_again(pixels: np.ndarray, quality: int = 60) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("L"))
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """train/ and validation/ with known copies (file names say what each one is)."""
+    root = tmp_path_factory.mktemp("dups")
+    base = {i: _face(i) for i in range(8)}
+    for i in range(6):
+        _save(root / "train" / ("happy" if i % 2 else "sad") / f"Training_{i}.png", base[i])
+    v = root / "validation"
+    _save(v / "happy" / "PublicTest_exact.png", base[1], "RGB")  # same grey pixels, stored as RGB
+    _save(v / "happy" / "PublicTest_relabelled.png", base[2])  # exact copy under another label
+    brighter = np.clip(base[3].astype(int) + 12, 0, 255).astype(np.uint8)
+    _save(v / "happy" / "PublicTest_near.png", _jpeg_again(brighter))
+    _save(v / "sad" / "PublicTest_mirror.png", np.ascontiguousarray(base[4][:, ::-1]))
+    _save(v / "happy" / "PublicTest_new6.png", base[6])
+    _save(v / "sad" / "PublicTest_new7.png", base[7])
+    _save(v / "sad" / "PublicTest_new7_again.png", base[7])  # a copy within validation
+    return root
+
+
+def _by_name(dups: pd.DataFrame) -> dict[str, tuple[str, str, int]]:
+    return {Path(p).stem: (Path(m).stem, k, d)
+            for p, m, k, d in zip(dups["path"], dups["match_path"], dups["kind"], dups["distance"])}
+
+
+def test_validation_against_train_finds_exact_near_and_mirrored_copies(faces):
+    val = load_dataset("folder", faces, split="validation")
+    train = load_dataset("folder", faces, split="train")
+    dups = find_duplicates(val, against=train)
+    found = _by_name(dups)
+    assert set(found) == {"PublicTest_exact", "PublicTest_relabelled", "PublicTest_near", "PublicTest_mirror"}
+    assert found["PublicTest_exact"] == ("Training_1", "exact", 0)
+    assert found["PublicTest_relabelled"] == ("Training_2", "exact", 0)
+    assert found["PublicTest_mirror"][:2] == ("Training_4", "exact, mirrored")
+    match, kind, distance = found["PublicTest_near"]
+    assert (match, kind) == ("Training_3", "near") and 0 <= distance <= NEAR_DISTANCE
+    row = dups[dups["path"].str.endswith("PublicTest_relabelled.png")].iloc[0]
+    assert (row["label"], row["match_label"]) == ("happiness", "sadness")
+    text = "\n".join(describe(dups, val, train))
+    assert "4 of the 7 faces" in text and "3 exact" in text and "1 near" in text
+    assert "1 under another label" in text
+
+
+def test_thresholds_and_mirror_switch(faces):
+    val = load_dataset("folder", faces, split="validation")
+    train = load_dataset("folder", faces, split="train")
+    exact_only = _by_name(find_duplicates(val, against=train, max_distance=-1, mirror=False))
+    assert set(exact_only) == {"PublicTest_exact", "PublicTest_relabelled"}
+    with pytest.raises(SignferError, match="max_distance"):
+        find_duplicates(val, max_distance=300)
+
+
+def test_unrelated_images_are_far_apart(faces):
+    # the hash must not call different faces near: 256 bits, unrelated ones differ in about half
+    h = hash_images([_save(faces / "x" / f"{i}.png", _face(100 + i)) for i in range(12)])
+    d = np.array([[np.bitwise_count(a ^ b).sum() for b in h.phash] for a in h.phash])
+    off = d[~np.eye(len(d), dtype=bool)]
+    assert off.min() > NEAR_DISTANCE and 100 < off.mean() < 156
+
+
+def test_within_one_table_each_copy_names_the_first(faces):
+    table = load_dataset("folder", faces, split="all")
+    found = _by_name(find_duplicates(table))
+    # each later copy names the earliest one in table order (train/ is read before validation/)
+    assert found["PublicTest_new7_again"] == ("PublicTest_new7", "exact", 0)
+    assert found["PublicTest_exact"] == ("Training_1", "exact", 0)
+    assert "PublicTest_new7" not in found and "Training_1" not in found
+    text = "\n".join(describe(find_duplicates(table), table))
+    assert "across splits" in text and "its own group" in text
+
+
+def test_list_round_trip_through_the_cli_and_exclude(faces, tmp_path, capsys):
+    out = tmp_path / "lists" / "dups.csv"
+    rc = main(["data", "duplicates", "--dataset", "folder", "--root", str(faces), "--split", "validation",
+               "--against", "train", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0 and "4 of the 7 faces repeat a face in" in err
+    listed = pd.read_csv(out)
+    assert tuple(listed.columns) == LIST_COLUMNS
+    assert "validation/happy/PublicTest_exact.png" in set(listed["file"])
+    assert set(listed["match"].str.split("/").str[0]) == {"train"}
+
+    table = load_dataset("folder", faces, split="validation", exclude=str(out))
+    assert sorted(Path(p).stem for p in table.samples["path"]) == [
+        "PublicTest_new6", "PublicTest_new7", "PublicTest_new7_again"]
+    assert len(table.skipped) == 4
+    assert table.skipped["reason"].str.contains("on duplicate list .*duplicate of train/").all()
+    # the same list works on the split folder itself: faces are matched by file name
+    assert len(load_dataset("folder", faces / "validation", exclude=str(out)).samples) == 3
+
+    rc = main(["data", "summary", "--dataset", "folder", "--root", str(faces), "--split", "validation",
+               "--exclude", str(out), "--no-framing"])
+    stdout = capsys.readouterr().out
+    assert rc == 0 and "skipped: 4" in stdout
+    assert "duplicates: 1 of the 3 faces repeat a face earlier in the table: 1 exact" in stdout
+
+
+def test_bad_lists_are_one_line_errors(faces, tmp_path, capsys):
+    with pytest.raises(SignferError, match="no such duplicate list.*fer2013-validation"):
+        load_dataset("folder", faces, split="validation", exclude=str(tmp_path / "none.csv"))
+    other = tmp_path / "other.csv"
+    other.write_text("file\nelsewhere/PublicTest_404.jpg\n")
+    with pytest.raises(SignferError, match="none of them in"):
+        load_dataset("folder", faces, split="validation", exclude=str(other))
+    no_column = tmp_path / "nocol.csv"
+    no_column.write_text("path\nx.jpg\n")
+    with pytest.raises(SignferError, match="lacks the `file` column"):
+        read_list(no_column)
+    rc = main(["data", "duplicates", "--dataset", "folder", "--root", str(faces), "--against", "train"])
+    assert rc == 2 and "--against needs --split" in capsys.readouterr().err
+
+
+def test_halves_are_fixed_by_file_name_and_even():
+    # SHA-256 of the file name, last bit: the same on every machine and in every folder
+    assert half_of("/a/validation/happy/PublicTest_1.jpg") == half_of("PublicTest_1.jpg")
+    names = [f"PublicTest_{i}.jpg" for i in range(2000)]
+    picked = pd.Series([half_of(n) for n in names])
+    assert set(picked) == set(HALVES)
+    assert 900 < (picked == "selection").sum() < 1100
+    import hashlib
+
+    assert half_of("x.jpg") == HALVES[hashlib.sha256(b"x.jpg").digest()[-1] & 1]
+
+
+def test_split_halves_and_evaluate_halves(faces, tiny_fer, capsys):
+    table = load_dataset("folder", faces, split="all")
+    selection, report = split_halves(table)
+    assert len(selection.samples) + len(report.samples) == len(table.samples)
+    assert not set(selection.samples["path"]) & set(report.samples["path"])
+    assert selection.classes == table.classes
+    rc = main(["evaluate", "--dataset", "folder", "--root", str(faces), "--split", "all",
+               "--model", str(tiny_fer), "--backend", "torch", "--halves"])
+    stdout = capsys.readouterr().out
+    assert rc == 0
+    assert f"selection half ({len(selection.samples)} faces)" in stdout
+    assert f"report half ({len(report.samples)} faces)" in stdout
+
+
+# ---------------------------------------------------------------- the FER2013 list in the repository
+
+def test_fer2013_list_ships_and_is_well_formed():
+    listed, name = read_list("fer2013-validation")
+    assert name == "fer2013-validation" and LISTS[name].is_file()
+    assert tuple(listed.columns[:len(LIST_COLUMNS)]) == LIST_COLUMNS
+    assert listed["file"].str.match(r"validation/\w+/PublicTest_\d+\.jpg$").all()
+    assert listed["match"].str.match(r"train/\w+/Training_\d+\.jpg$").all()
+    kinds = listed["reason"].value_counts()
+    # the known figure: 280 validation faces pixel-identical to training faces
+    assert kinds["exact"] == 280
+    assert len(listed) == 591
+    assert (listed["distance"].astype(int) <= NEAR_DISTANCE).all()
+
+
+@pytest.mark.shared
+def test_fer2013_list_entries_are_what_they_say(shared):
+    """Every exact entry is pixel-identical to its train face, every near one within the threshold
+    (a check of the list, cheaper than regenerating it from all 32,298 faces)."""
+    root = shared / "data" / "fer2013"
+    if not root.is_dir():
+        pytest.skip(f"FER2013 not found at {root}")
+    listed, _ = read_list("fer2013-validation")
+
+    def grey(rel: str) -> np.ndarray:
+        return np.asarray(Image.open(root / rel).convert("L"))
+
+    exact = listed[listed["reason"] == "exact"]
+    assert all(np.array_equal(grey(f), grey(m)) for f, m in zip(exact["file"], exact["match"]))
+    near = listed[listed["reason"].str.startswith("near")]
+    a = hash_images([root / f for f in near["file"]])
+    b = hash_images([root / m for m in near["match"]])
+    mirrored = near["reason"].str.contains("mirrored").to_numpy()
+    other = np.where(mirrored[:, None], b.phash_mirror, b.phash)
+    distance = np.bitwise_count(a.phash ^ other).sum(1)
+    assert (distance == near["distance"].astype(int).to_numpy()).all()
+    assert (distance <= NEAR_DISTANCE).all()
