@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command, machine, shared_path  # noqa: E402
+from _common import command, machine, markdown_table, shared_path  # noqa: E402
 
 import signfer  # noqa: E402
 from signfer.config import TrainConfig  # noqa: E402
@@ -134,7 +134,8 @@ def main() -> None:
                                train=TrainConfig(**train), name=name, log=_progress,
                                keep_models=args.keep_models)
         rows.append(summarise(out, name, name, arch, args.folds, table if args.keep_models else None))
-        print(pd.DataFrame(rows).to_markdown(index=False), flush=True)
+        headers = list(dict.fromkeys(k for r in rows for k in r))
+        print(markdown_table(headers, [[r.get(h, "") for h in headers] for r in rows]) + "\n", flush=True)
 
 
 if __name__ == "__main__":
