@@ -452,6 +452,34 @@ def test_annotate_and_suggest_with_a_trained_checkpoint(trained, face_clip, tmp_
     assert "2 frames to annotate first" in out
 
 
+def test_a_trained_checkpoint_is_fine_tuned_further_with_init(trained, feph_small, tmp_path, capsys):
+    from signfer.models.checkpoint import load_meta
+
+    _, _, stem, _ = trained
+    rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", feph_small, "--init", stem,
+                     "--out", tmp_path / "further", "--preset", "fast", *TINY)
+    assert rc == 0, err
+    meta = load_meta(tmp_path / "further")
+    assert meta.extra["init_from"]["name"] == str(stem)
+    assert meta.labels == load_meta(stem).labels
+
+
+def test_a_trained_checkpoint_teaches_a_pretraining(trained, tmp_path, capsys):
+    from fixtures import make_folder_dataset
+
+    from signfer.models.checkpoint import load_meta
+
+    _, _, stem, _ = trained
+    root = make_folder_dataset(tmp_path / "fer", classes=("angry", "happy", "neutral"), per_class=4,
+                               splits=("train", "validation"), size=32)
+    rc, _, err = cli(capsys, "pretrain", "--dataset", "folder", "--root", root, "--init", "random",
+                     "--input-size", "32", "--epochs", "1", "--batch-size", "8", "--teacher", stem,
+                     "--out", tmp_path / "student")
+    assert rc == 0, err
+    student = tmp_path / "student" / "mobilenetv2-fer"  # pretrain names its checkpoint after the arch
+    assert load_meta(student).extra["teachers"][0]["name"] == str(stem)
+
+
 def test_export_onnx_of_a_trained_checkpoint(trained, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     _, _, stem, _ = trained
