@@ -20,6 +20,7 @@ from PIL import Image
 
 from signfer.faces.base import Detector
 from signfer.faces.crop import Box, Framing, largest
+from signfer.faces.downscale import scale_box
 
 
 def measure_framing(
@@ -95,6 +96,4 @@ def detect_largest(detector: Detector, image: np.ndarray, *, min_side: int = 160
     box = largest(detector.detect(np.asarray(big)))
     if box is None:
         return None
-    sx, sy = big.width / pil.width, big.height / pil.height
-    points = tuple((x / sx, y / sy) for x, y in box.landmarks) if box.landmarks else None
-    return Box(box.x / sx, box.y / sy, box.w / sx, box.h / sy, score=box.score, landmarks=points)
+    return scale_box(box, pil.width / big.width, pil.height / big.height)
