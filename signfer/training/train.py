@@ -95,7 +95,7 @@ def finetuned_meta(meta: ModelMeta, prep: PreprocessSpec, *, techniques: tuple[s
         config=dataclasses.asdict(cfg), training_data=training_data,
         val_accuracy=None if val_accuracy is None or val_accuracy != val_accuracy else round(float(val_accuracy), 4),
         command=command, data_fingerprint=fingerprint(trained_on), signfer_version=__version__,
-        extra={**({"init_from": provenance(init)} if provenance(init) else {}), **(extra or {})},
+        extra={**({"init_from": parent} if (parent := provenance(init)) else {}), **(extra or {})},
     )
 
 
