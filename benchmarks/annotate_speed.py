@@ -32,6 +32,11 @@ Measures on the signing clips in ``../shared/data/videos``:
    960 px cap, as before the option existed); per size, the face-found rate
    of every clip and the end-to-end frames/s (first backend). A size is safe
    when no clip's face-found rate drops below the whole frame's.
+7. Detection schedules (``--schedules EVERY:TRACK:SIZE``): whole-frame
+   detection on every EVERY-th frame at SIZE, the face followed in between
+   by TRACK (``window`` or ``hold``); per schedule, the face-found rate,
+   frames/s, the boxes' mean IoU with and the labels' agreement with
+   detection on every whole frame at full size (``1:window:0``, always run).
 
 Targets (issue 12, defaults, 2 cores): >= 100 frames/s end to end on the
 320x240 clips, >= 60 frames/s on the 1280x720 clip, the same face-found rate
@@ -132,10 +137,10 @@ def staged(clock: StageClock):
             setattr(annotate, n, fn)
 
 
-def run_annotate(clip: Path, out: Path, classifier, detector, detect_every: int = 1,
-                 detect_size: int | None = None) -> dict:
-    """One timed, stage-timed annotate_video call (``detect_size`` None: the default)."""
-    from signfer.inference.annotate import DEFAULT_DETECT_SIZE, annotate_video
+def run_annotate(clip: Path, out: Path, classifier, detector, detect_every: int | None = None,
+                 detect_size: int | None = None, track: str = "window") -> dict:
+    """One timed, stage-timed annotate_video call (``None``: signfer's default)."""
+    from signfer.inference.annotate import DEFAULT_DETECT_EVERY, DEFAULT_DETECT_SIZE, annotate_video
 
     clock = StageClock()
     clf = _Timed(classifier, "predict_proba", clock.wrap("classify", classifier.predict_proba))
@@ -145,12 +150,14 @@ def run_annotate(clip: Path, out: Path, classifier, detector, detect_every: int 
     size = DEFAULT_DETECT_SIZE if detect_size is None else (detect_size or None)
     with staged(clock), _timed_shrink(clock):
         start = time.perf_counter()
-        result = annotate_video(clip, out, clf, det, detect_every=detect_every, detect_size=size)
+        result = annotate_video(clip, out, clf, det, detect_size=size, track=track,
+                                detect_every=DEFAULT_DETECT_EVERY if detect_every is None else detect_every)
         seconds = time.perf_counter() - start
     stages = {s: clock.seconds[s] for s in STAGES}
     stages["other"] = seconds - sum(stages.values())
     return {"frames": result.n_frames, "seconds": seconds, "face_rate": result.detection_rate,
-            "stages": stages, "boxes": result.table[["x", "y", "w", "h"]].to_numpy(float)}
+            "stages": stages, "boxes": result.table[["x", "y", "w", "h"]].to_numpy(float),
+            "labels": result.table["label"].to_numpy()}
 
 
 def mean_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -284,8 +291,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="a signfer checkpoint; default: the default built-in model")
     p.add_argument("--backends", nargs="+", default=["onnx", "torch"], choices=["onnx", "torch"])
-    p.add_argument("--detect-every", type=int, default=1,
-                   help="signfer: run the detector on every N-th frame, carrying the box between")
+    p.add_argument("--detect-every", type=int, default=None,
+                   help="signfer: search every N-th frame whole, following the face between "
+                        "(default: signfer's default)")
+    p.add_argument("--track", default="window", choices=["window", "hold"],
+                   help="signfer: how the face is followed between whole-frame searches")
     p.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best counts")
     p.add_argument("--fer-detectors", nargs="*", default=["haar", "mtcnn"], choices=["haar", "mtcnn"],
                    help="fer baselines to run (none: skip fer)")
@@ -294,8 +304,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="videos (default: ../shared/data/videos/*.mp4)")
     p.add_argument("--detect-size", type=int, default=None,
                    help="detection size of the main tables (default: signfer's default; 0: the whole frame)")
-    p.add_argument("--detect-sizes", nargs="*", type=int, default=[128, 160, 224, 256, 320, 480, 0],
-                   help="detection sizes to compare: face-found rate per clip and frames/s (none: skip)")
+    p.add_argument("--detect-sizes", nargs="*", type=int, default=[],
+                   help="detection sizes to compare (every frame searched whole): face-found rate per "
+                        "clip and frames/s, e.g. 128 160 224 256 320 480 0")
+    p.add_argument("--schedules", nargs="*", default=["1:window:320", "5:window:320", "10:window:320",
+                                                      "25:window:320", "10:hold:320", "3:hold:320"],
+                   help="EVERY:TRACK:SIZE detection schedules to compare (none: skip)")
     p.add_argument("--no-720p", action="store_true",
                    help="do not add the 1280x720 clip made from asl_football")
     return p
@@ -308,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from signfer.faces import DEFAULT_DETECTOR, create_detector
-    from signfer.inference.annotate import DEFAULT_DETECT_SIZE
+    from signfer.inference.annotate import DEFAULT_DETECT_EVERY, DEFAULT_DETECT_SIZE
     from signfer.inference.classifier import load_classifier
     from signfer.inference.predict import default_model
     from signfer.video import iter_frames, probe
@@ -334,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             detector.detect(next(iter_frames(clips[0])).image)  # warm-up
             e2e[clf.backend] = {
                 c.name: best([run_annotate(c, Path(tmp) / clf.backend, clf, detector, args.detect_every,
-                                           main_size)
+                                           main_size, args.track)
                               for _ in range(args.repeats)])
                 for c in clips
             }
@@ -342,10 +356,16 @@ def main(argv: list[str] | None = None) -> int:
         sweep: dict[int, dict[str, dict]] = {}
         clf = load_classifier(model, args.backends[0])
         for ds in args.detect_sizes:
-            sweep[ds] = {c.name: best([run_annotate(c, Path(tmp) / f"size{ds}", clf, detector,
-                                                    args.detect_every, ds)
+            sweep[ds] = {c.name: best([run_annotate(c, Path(tmp) / f"size{ds}", clf, detector, 1, ds)
                                        for _ in range(args.repeats)])
                          for c in clips}
+        schedules: dict[str, dict[str, dict]] = {}
+        for sched in (["1:window:0", *args.schedules] if args.schedules else []):
+            every, track, ds = sched.split(":")
+            schedules[sched] = {c.name: best([run_annotate(c, Path(tmp) / "schedule", clf, detector,
+                                                           int(every), int(ds), track)
+                                              for _ in range(args.repeats)])
+                                for c in clips}
     fer, notes = {}, []
     for kind in args.fer_detectors:
         fer[kind], note = run_fer(kind, clips, args.repeats)
@@ -382,8 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         names = [n for n in info if group[n] == g]
         if names:
             rows.append(row(f"**all {g} clips**", g if g != "other" else "mixed", names))
+    every = DEFAULT_DETECT_EVERY if args.detect_every is None else args.detect_every
     print(f"## End to end, model {model}, detector {DEFAULT_DETECTOR}, detection size "
-          f"{main_size or 'whole frame'}, detect every {args.detect_every}\n")
+          f"{main_size or 'whole frame'}, whole-frame detection every {every} frames, track {args.track}\n")
     print(_common.markdown_table(headers, rows, right=[False, False] + [True] * (len(headers) - 2)))
 
     # Table 2: stages.
@@ -427,6 +448,28 @@ def main(argv: list[str] | None = None) -> int:
             ["detect size", *[f"face found {n}" for n in info], "fps 320x240", "fps 1280x720", "fps other",
              "box IoU with whole frame (worst clip's mean)", "clips whose face-found rate dropped"],
             drows, right=[False] + [True] * (len(info) + 4) + [False]))
+
+    # Table 5: detection schedules.
+    if schedules:
+        print(f"\n## Detection schedules ({ref_backend} backend; EVERY:TRACK:SIZE, reference 1:window:0 = "
+              "every frame searched whole at full size)\n")
+        ref = schedules["1:window:0"]
+        crows = []
+        for sched, runs in schedules.items():
+            rates = [f"{runs[n]['face_rate']:.1%}" for n in info]
+            dropped = [n for n in info if runs[n]["face_rate"] < ref[n]["face_rate"]]
+            fps = [group_fps(runs, g) for g in ("320x240", "1280x720", "other")]
+            ious = [mean_iou(runs[n]["boxes"], ref[n]["boxes"]) for n in info]
+            agree = sum((runs[n]["labels"] == ref[n]["labels"]).sum() for n in info) / sum(
+                len(ref[n]["labels"]) for n in info)
+            crows.append([sched, *rates, *[f"{f:.1f}" if f else "n/a" for f in fps],
+                          f"{min(ious):.2f}", f"{np.mean(ious):.2f}", f"{agree:.1%}",
+                          "none" if not dropped else ", ".join(dropped)])
+        print(_common.markdown_table(
+            ["schedule", *[f"face found {n}" for n in info], "fps 320x240", "fps 1280x720", "fps other",
+             "box IoU with reference (worst clip)", "(mean of clips)", "same label as reference",
+             "clips whose face-found rate dropped"],
+            crows, right=[False] + [True] * (len(info) + 6) + [False]))
 
     for g, target in (("320x240", TARGET_FPS_320), ("1280x720", TARGET_FPS_720)):
         fps = group_fps(e2e[ref_backend], g)

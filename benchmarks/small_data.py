@@ -1,7 +1,8 @@
 """Fine-tuning recipes on small data: subject-grouped cross-validation of named recipes.
 
     .venv/bin/python benchmarks/small_data.py RECIPE [RECIPE ...] [--data ckplus-dev|standin|MANIFEST]
-                                              [--out DIR] [--folds 5] [--threads N]
+                                              [--out DIR] [--folds 5] [--threads N] [--keep-models]
+                                              [--fuse RECIPE RECIPE ...]
 
 Each recipe is a start model plus training settings (``RECIPES`` below); each runs
 ``signfer.cross_validate`` with folds grouped by subject (CK+: ``manifest.csv``'s
@@ -32,11 +33,13 @@ from _common import command, machine, markdown_table, shared_path  # noqa: E402
 import signfer  # noqa: E402
 from signfer.config import TrainConfig  # noqa: E402
 from signfer.experiments.runner import fold_dir  # noqa: E402
+from signfer.faces.crop import CropSpec  # noqa: E402
 from signfer.models.checkpoint import load_meta  # noqa: E402
 
-#: name -> (init, techniques, training settings). ``fast`` is the paper grid's
-#: defaults; each other recipe adds one step, so each step's effect can be re-measured.
-RECIPES: dict[str, tuple[str, str, dict]] = {
+#: name -> (init, techniques, training settings[, other cross_validate options]).
+#: ``fast`` is the paper grid's defaults; each other recipe adds one step, so
+#: each step's effect can be re-measured.
+RECIPES: dict[str, tuple] = {
     "fast": ("mobilenetv2-fer", "ft,ip,hf", {}),
     "e30": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3}),
     "e30-aug": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
@@ -49,6 +52,16 @@ RECIPES: dict[str, tuple[str, str, dict]] = {
                                                          "rotate": 10.0, "scale": 0.1}),
     "lite0-160-e30-aug": ("efficientnet_lite0-fer-160", "ft,ip,hf",
                           {"epochs": 30, "patience": 30, "lr": 1e-3, "rotate": 10.0, "scale": 0.1}),
+    # upper and lower face alone (pre-cropped faces are split at their nose row);
+    # `--fuse fast-upper fast-lower` scores the mean of their probabilities
+    "fast-upper": ("mobilenetv2-fer", "ft,ip,hf", {}, {"crop": CropSpec(region="upper")}),
+    "fast-lower": ("mobilenetv2-fer", "ft,ip,hf", {}, {"crop": CropSpec(region="lower")}),
+    "e30-aug-upper": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
+                                                       "rotate": 10.0, "scale": 0.1},
+                      {"crop": CropSpec(region="upper")}),
+    "e30-aug-lower": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
+                                                       "rotate": 10.0, "scale": 0.1},
+                      {"crop": CropSpec(region="lower")}),
 }
 
 
@@ -62,26 +75,57 @@ def load(data: str, out: Path):
     return signfer.load_dataset("manifest", data)
 
 
-def tta_accuracy(out: Path, name: str, arch: str, folds: int, table) -> np.ndarray:
-    """Each fold's accuracy when its kept model also looks at the mirror image
-    (test-time augmentation), from the fold's own test faces and model."""
+def fold_probs(out: Path, name: str, arch: str, k: int, table, tta: bool) -> tuple[np.ndarray, pd.DataFrame, list]:
+    """Fold ``k``'s kept model of recipe ``name`` on that fold's own test faces:
+    (probabilities, predictions.csv, the model's labels)."""
     from signfer.data.cache import load_images
     from signfer.data.spec import equalize
     from signfer.models.checkpoint import load_model
     from signfer.training.loop import predict_proba
 
+    d = fold_dir(out, _Spec(name, arch), k)
+    pred = pd.read_csv(d / "predictions.csv")
+    model, meta = load_model(d / "model")
+    spec = meta.spec
+    index = {p: i for i, p in enumerate(table.samples["path"])}
+    rows = [index[p] for p in pred["path"]]
+    images = equalize(load_images(table, spec.size, crop=spec.crop, progress=False), spec.equalize)[rows]
+    return predict_proba(model, torch.from_numpy(images), spec, tta=tta), pred, list(meta.labels)
+
+
+def tta_accuracy(out: Path, name: str, arch: str, folds: int, table) -> np.ndarray:
+    """Each fold's accuracy when its kept model also looks at the mirror image
+    (test-time augmentation), from the fold's own test faces and model."""
     accs = []
     for k in range(folds):
-        d = fold_dir(out, _Spec(name, arch), k)
-        pred = pd.read_csv(d / "predictions.csv")
-        model, meta = load_model(d / "model")
-        spec = meta.spec
-        index = {p: i for i, p in enumerate(table.samples["path"])}
-        rows = [index[p] for p in pred["path"]]
-        images = equalize(load_images(table, spec.size, crop=spec.crop, progress=False), spec.equalize)[rows]
-        probs = predict_proba(model, torch.from_numpy(images), spec, tta=True)
-        accs.append(float((np.asarray(meta.labels)[probs.argmax(1)] == pred["label"].to_numpy()).mean()))
+        probs, pred, labels = fold_probs(out, name, arch, k, table, tta=True)
+        accs.append(float((np.asarray(labels)[probs.argmax(1)] == pred["label"].to_numpy()).mean()))
     return np.array(accs)
+
+
+def fused(out: Path, names: list[str], folds: int, table) -> dict:
+    """Mean of the recipes' probabilities per face (e.g. an upper- and a lower-face
+    model), per fold on its own test faces; accuracy and sensitivity as for a recipe."""
+    from sklearn.metrics import recall_score
+
+    accs, sens, recalls = [], [], []
+    for k in range(folds):
+        each = [fold_probs(out, n, load_meta(RECIPES[n][0]).arch, k, table, tta=False) for n in names]
+        labels, truth = each[0][2], each[0][1]["label"].to_numpy()
+        for probs, pred, lab in each:
+            if lab != labels or not (pred["path"].to_numpy() == each[0][1]["path"].to_numpy()).all():
+                raise SystemExit(f"--fuse: {names} do not share labels and test faces on fold {k}")
+        guess = np.asarray(labels)[np.mean([e[0] for e in each], axis=0).argmax(1)]
+        accs.append(float((guess == truth).mean()))
+        present = sorted(set(truth))
+        sens.append(float(recall_score(truth, guess, labels=present, average="macro", zero_division=0)))
+        recalls.append(dict(zip(present, recall_score(truth, guess, labels=present, average=None,
+                                                      zero_division=0))))
+    acc = np.array(accs)
+    return {"recipe": " + ".join(names) + " (mean of probabilities)",
+            "accuracy": f"{100 * acc.mean():.1f} ± {100 * acc.std(ddof=1):.1f}",
+            "sensitivity": f"{100 * np.mean(sens):.1f}",
+            **{c: f"{100 * np.nanmean([r.get(c, np.nan) for r in recalls]):.0f}" for c in labels}}
 
 
 def summarise(out: Path, name: str, spec_name: str, arch: str, folds: int, table=None) -> dict:
@@ -113,13 +157,15 @@ def _progress(line: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("recipes", nargs="+", choices=sorted(RECIPES))
+    p.add_argument("recipes", nargs="*", choices=sorted(RECIPES))
     p.add_argument("--data", default="ckplus-dev")
     p.add_argument("--out", default="runs/small-data")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--keep-models", action="store_true",
                    help="keep each fold's model and also report the accuracy with mirror TTA")
+    p.add_argument("--fuse", nargs="+", default=[], metavar="RECIPE",
+                   help="also score the mean of these recipes' probabilities (their models are kept)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out) / Path(args.data).stem
@@ -127,13 +173,18 @@ def main() -> None:
     print(f"# {command()}\n# {machine()}\n# data: {table.name}, {len(table.samples)} faces, "
           f"{table.samples['group'].nunique()} groups, {args.folds} grouped folds\n", flush=True)
     rows = []
-    for name in args.recipes:
-        init, techniques, train = RECIPES[name]
+    keep = set(args.fuse) | (set(args.recipes) if args.keep_models else set())
+    for name in dict.fromkeys([*args.recipes, *args.fuse]):
+        init, techniques, train, *options = RECIPES[name]
         arch = load_meta(init).arch
         signfer.cross_validate(table, out, arch=arch, init=init, techniques=techniques, folds=args.folds,
                                train=TrainConfig(**train), name=name, log=_progress,
-                               keep_models=args.keep_models)
+                               keep_models=name in keep, **(options[0] if options else {}))
         rows.append(summarise(out, name, name, arch, args.folds, table if args.keep_models else None))
+        headers = list(dict.fromkeys(k for r in rows for k in r))
+        print(markdown_table(headers, [[r.get(h, "") for h in headers] for r in rows]) + "\n", flush=True)
+    if args.fuse:
+        rows.append(fused(out, args.fuse, args.folds, table))
         headers = list(dict.fromkeys(k for r in rows for k in r))
         print(markdown_table(headers, [[r.get(h, "") for h in headers] for r in rows]) + "\n", flush=True)
 

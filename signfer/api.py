@@ -213,27 +213,30 @@ class Recognizer:
         return self.detector
 
     def predict_video(self, path: str | os.PathLike, *, fps: float | None = None, every: int | None = None,
-                      detect_every: int = 1, smooth: int = 1) -> pd.DataFrame:
+                      detect_every: int | None = None, smooth: int = 1, track: str = "window") -> pd.DataFrame:
         """The per-frame table of a video, as ``signfer annotate`` writes it, without writing files.
 
         One row per kept frame (``every`` N-th, at most ``fps`` a second);
         the columns are those of ``.frames.csv`` (see
-        :mod:`signfer.inference.schema`), smoothed over ``smooth`` frames.
+        :mod:`signfer.inference.schema`), smoothed over ``smooth`` frames;
+        ``detect_every`` and ``track`` as for
+        :func:`signfer.inference.annotate.annotate_video`.
         """
-        from signfer.inference.annotate import add_smoothed, annotate_frames
+        from signfer.inference.annotate import DEFAULT_DETECT_EVERY, add_smoothed, annotate_frames
         from signfer.inference.predict import check_video_options
         from signfer.video import iter_frames
 
-        check_video_options(every=every, fps=fps, detect_every=detect_every, smooth=smooth)
+        check_video_options(every=every, fps=fps, detect_every=detect_every, smooth=smooth, track=track)
         path, detector = Path(path), self._video_detector()
         table = annotate_frames(iter_frames(path, every=every, fps=fps), self.classifier, detector,
-                                video=path.name, detect_every=detect_every)
+                                video=path.name, track=track,
+                                detect_every=DEFAULT_DETECT_EVERY if detect_every is None else detect_every)
         return add_smoothed(table, smooth)
 
     def annotate(self, path: str | os.PathLike, out: str | os.PathLike, **options):
         """Annotate one video into the folder ``out`` as ``signfer annotate`` does.
 
-        ``options``: ``every``, ``fps``, ``detect_every``, ``smooth``,
+        ``options``: ``every``, ``fps``, ``detect_every``, ``track``, ``smooth``,
         ``min_duration``, ``overlay``, ``write_parquet`` (see
         :func:`signfer.inference.annotate.annotate_video`). Returns its
         :class:`~signfer.inference.annotate.AnnotateResult` (``.table``,
@@ -242,6 +245,6 @@ class Recognizer:
         from signfer.inference.annotate import annotate_video
         from signfer.inference.predict import check_video_options
 
-        check_video_options(**{k: options[k] for k in ("every", "fps", "detect_every", "smooth", "min_duration")
-                               if k in options})
+        check_video_options(**{k: options[k] for k in ("every", "fps", "detect_every", "smooth", "min_duration",
+                                                       "track") if k in options})
         return annotate_video(path, out, self.classifier, self._video_detector(), **options)

@@ -169,9 +169,13 @@ def _video_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", default=None, help="see `signfer detectors` (default: yunet)")
     p.add_argument("--every", type=int, help="keep every N-th frame")
     p.add_argument("--fps", type=float, help="keep frames at most F per second")
-    p.add_argument("--detect-every", type=int, default=1, metavar="N",
-                   help="detect the face on every N-th kept frame, reuse its box in between "
-                        "(faster; default 1: every kept frame)")
+    p.add_argument("--detect-every", type=int, default=None, metavar="N",
+                   help="search the whole of every N-th kept frame for the face and follow it in between "
+                        "(see --track; default 10; 1: search every kept frame whole)")
+    p.add_argument("--track", default="window", choices=["window", "hold"],
+                   help="between whole-frame searches: find the face again in a small window about its "
+                        "last box, searching the whole frame where it is lost (window, default), or keep "
+                        "the last box (hold: fastest, the box lags a moving face)")
     p.add_argument("--detect-size", type=int, default=None, metavar="PX",
                    help="the detector sees a copy of each frame at most PX pixels long (default 320; "
                         "0: the whole frame); the face is cut from the full-resolution frame")
@@ -258,14 +262,15 @@ def cmd_data_duplicates(args) -> int:
 def cmd_cv(args) -> int:
     from signfer.api import cross_validate
     from signfer.config import parse_overrides, parse_techniques
-    from signfer.training.recipes import preset
+    from signfer.training.recipes import preset, preset_init
 
     crop = _crop_spec(args)
     train = preset(args.preset, parse_overrides(args.set))
+    init = args.init or preset_init(args.preset, args.arch)
     parse_techniques(args.techniques)  # a typo fails before the dataset is read
     table, ds = _load_table(args)
     with _executor(args) as executor:
-        results = cross_validate(table, args.out, arch=args.arch, techniques=args.techniques, init=args.init,
+        results = cross_validate(table, args.out, arch=args.arch, techniques=args.techniques, init=init,
                                  folds=args.folds, seed=args.seed, input_size=args.input_size, train=train,
                                  crop=crop, crop_faces=_crop(args), keep_models=args.keep_models,
                                  redo_damaged=args.redo_damaged,
@@ -319,7 +324,7 @@ def cmd_train(args) -> int:
     table, _ = _load_table(args)
     stem = finetune(table, args.out, arch=args.arch, init=args.init, techniques=args.techniques, train=train,
                     seed=args.seed, input_size=args.input_size, crop=crop, crop_faces=_crop(args),
-                    epochs_from=args.epochs_from, command=_command_line())
+                    epochs_from=args.epochs_from, preset_name=args.preset, command=_command_line())
     print(f"checkpoint: {stem}.safetensors + {stem.name}.json")
     return 0
 
@@ -524,7 +529,7 @@ def cmd_annotate(args) -> int:
         res = annotate(args.videos, args.out, model=args.model, detector=args.detector, backend=args.backend,
                        every=args.every, fps=args.fps, detect_every=args.detect_every, smooth=args.smooth,
                        min_duration=args.min_duration, overlay=args.overlay, detect_size=args.detect_size,
-                       executor=executor)
+                       track=args.track, executor=executor)
     for r in res.results:
         print(r.summary())
     return _print_errors(res.errors)
@@ -536,7 +541,8 @@ def cmd_suggest(args) -> int:
     with _executor(args) as executor:
         res = suggest(args.videos, args.out, n=args.n, method=args.method, model=args.model,
                       detector=args.detector, backend=args.backend, every=args.every, fps=args.fps,
-                      detect_every=args.detect_every, detect_size=args.detect_size, executor=executor)
+                      detect_every=args.detect_every, detect_size=args.detect_size, track=args.track,
+                      executor=executor)
     for r in res.results:
         print(f"{r.video}: {len(r.table)} frames to annotate first ({args.method}) -> {r.eaf}")
     return _print_errors(res.errors)
@@ -634,7 +640,8 @@ def get_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("cv", help="K-fold cross-validation of one configuration")
     _dataset_args(s, crop=True)
     s.add_argument("--arch", default="mobilenetv2")
-    s.add_argument("--init", help="random, imagenet, a built-in model or a checkpoint (default: the built-in FER model)")
+    s.add_argument("--init", help="random, imagenet, a built-in model or a checkpoint (default: the preset's "
+                                  "built-in FER model: 64 px for fast, 160 px for accurate)")
     s.add_argument("--techniques", default="ft,ip,hf", help="any of ft,head,hf,cw,ws,ip,he; 'none' = zero-shot")
     s.add_argument("--name", help="configuration name in the results (default from the techniques)")
     _train_args(s)
@@ -656,7 +663,8 @@ def get_parser() -> argparse.ArgumentParser:
     _dataset_args(s, crop=True)
     s.add_argument("--arch", default=None,
                    help="architecture (default: the --init checkpoint's, else mobilenetv2)")
-    s.add_argument("--init", help="random, imagenet, a built-in model or a checkpoint (default: the built-in FER model)")
+    s.add_argument("--init", help="random, imagenet, a built-in model or a checkpoint (default: the preset's "
+                                  "built-in FER model, 160 px for accurate; with --epochs-from alone, that run's)")
     s.add_argument("--techniques", default="ft,ip,hf",
                    help="any of ft,head,hf,cw,ws,ip,he; must include ft or head (default ft,ip,hf)")
     s.add_argument("--preset", default=None, choices=["fast", "accurate"],

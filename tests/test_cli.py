@@ -344,15 +344,18 @@ def trained(cv_run, feph_small, tiny_fer, tmp_path_factory):
     return rc, buf.getvalue(), stem, argv
 
 
-def test_train_with_epochs_from_alone_takes_the_runs_settings(cv_run, feph_small, tiny_fer, tmp_path, capsys):
+def test_train_with_epochs_from_alone_takes_the_runs_settings_and_init(cv_run, feph_small, tiny_fer, tmp_path,
+                                                                        capsys):
     from signfer.models.checkpoint import load_meta
 
     _, cv_out, _ = cv_run
-    rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", feph_small, "--init", tiny_fer,
+    rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", feph_small,
                      "--epochs-from", cv_out, "--out", tmp_path / "m")
     assert rc == 0, err
-    config = load_meta(tmp_path / "m").config
+    meta = load_meta(tmp_path / "m")
+    config = meta.config
     assert (config["epochs"], config["head_epochs"], config["batch_size"], config["patience"]) == (1, 1, 16, 2)
+    assert meta.extra["cv"]["init"] == str(tiny_fer)  # the run's, not the accurate preset's 160 px start
     # with other settings than the run's, no fold matches
     rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", feph_small, "--init", tiny_fer,
                      "--epochs-from", cv_out, "--preset", "accurate", "--out", tmp_path / "m2")

@@ -275,7 +275,7 @@ def test_cli_suggest_writes_n_annotations(ckpt, face_video, tmp_path, capsys):
 def test_cli_suggest_passes_detect_every_on(ckpt, face_video, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["suggest", str(face_video), "--model", str(ckpt), "--n", str(VIDEO_FRAMES),
-               "--out", str(out), "--backend", "torch", "--detect-every", "2"])
+               "--out", str(out), "--backend", "torch", "--detect-every", "2", "--track", "hold"])
     assert rc == 0, capsys.readouterr().err
     ranked = pd.read_csv(out / "face_clip.suggest.csv", keep_default_na=False)
     assert ranked.sort_values("frame")["box_source"].tolist() == (

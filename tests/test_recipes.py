@@ -190,3 +190,16 @@ def test_a_grid_configuration_cuts_its_own_faces_and_resumes_only_so(feph_small,
     assert json.loads((part / "model.json").read_text())["crop"]["region"] == "upper"
     with pytest.raises(SignferError, match="other settings"):
         run_grid(table, grid("lower"), out, log=lambda s: None)
+
+
+def test_each_preset_starts_from_its_built_in_model():
+    from signfer.models.checkpoint import builtin_models, default_init
+    from signfer.training.recipes import preset_init
+
+    assert preset_init("fast", "mobilenetv2") == default_init("mobilenetv2") == "mobilenetv2-fer"
+    assert preset_init(None, None) == "mobilenetv2-fer"
+    assert preset_init("accurate", "mobilenetv2") == "mobilenetv2-fer-160"
+    assert preset_init("accurate", "efficientnet_lite0") == "efficientnet_lite0-fer-160"
+    assert {preset_init("accurate", a) for a in ("mobilenetv2", "efficientnet_lite0")} <= set(builtin_models())
+    # an architecture without a built-in FER model starts where it always did
+    assert preset_init("accurate", "efficientnet_b0") == default_init("efficientnet_b0") == "imagenet"

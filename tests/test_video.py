@@ -208,7 +208,7 @@ def test_real_clip_yields_the_frame_count_probe_reports():
 def test_annotate_frames_gives_one_row_per_frame_with_no_face_rows(video):
     classifier = FakeClassifier()
     table = annotate_frames(iter_frames(video), classifier, FakeDetector(), batch_size=4,
-                            video="synthetic.mp4")
+                            video="synthetic.mp4", detect_every=1)
     assert len(table) == N_FRAMES
     assert table["label"].tolist() == [expected_label(i) for i in range(N_FRAMES)]
     face = table["face"].to_numpy()
@@ -239,9 +239,9 @@ class CountingDetector:
         return self.inner.detect(image) if self.inner is not None else [FACE]
 
 
-def test_detect_every_runs_the_detector_on_every_nth_frame_and_tracks_between(video):
+def test_detect_every_runs_the_detector_on_every_nth_frame_and_holds_the_box_between(video):
     detector = CountingDetector()
-    table = annotate_frames(iter_frames(video), FakeClassifier(), detector, detect_every=3)
+    table = annotate_frames(iter_frames(video), FakeClassifier(), detector, detect_every=3, track="hold")
     assert detector.calls == N_FRAMES // 3 == 10
     assert table["face"].all()
     assert table["box_source"].tolist() == ["detected", "tracked", "tracked"] * 10
@@ -253,7 +253,7 @@ def test_detect_every_runs_the_detector_on_every_nth_frame_and_tracks_between(vi
 
 def test_detect_every_one_detects_on_every_frame_as_before(video):
     detector = CountingDetector(FakeDetector())
-    table = annotate_frames(iter_frames(video), FakeClassifier(), detector)
+    table = annotate_frames(iter_frames(video), FakeClassifier(), detector, detect_every=1)
     assert detector.calls == N_FRAMES
     expected = ["" if i % 10 in NO_FACE_STEPS else "detected" for i in range(N_FRAMES)]
     assert table["box_source"].tolist() == expected
@@ -264,12 +264,13 @@ def test_detect_every_one_detects_on_every_frame_as_before(video):
     ]
 
 
-def test_a_detection_without_a_face_ends_the_track(video):
+def test_a_detection_without_a_face_ends_the_held_track(video):
     # Detections on frames 0, 3, 6, 9, ...: frame 6 finds no face, so 7 and 8 have
     # none although the detector would find one there; frame 9 starts a new track.
     # Frame 3 (two faces) passes its largest box and its count to 4 and 5, and
     # frame 5 keeps that box although a detection there would find nothing.
-    table = annotate_frames(iter_frames(video), FakeClassifier(), FakeDetector(), detect_every=3)
+    table = annotate_frames(iter_frames(video), FakeClassifier(), FakeDetector(), detect_every=3,
+                            track="hold")
     rows = table.set_index("frame")
     assert rows.loc[0:9, "box_source"].tolist() == [
         "detected", "tracked", "tracked",
@@ -341,7 +342,7 @@ def test_annotate_video_writes_table_eaf_timeline_and_overlay(video, tmp_path):
 def test_annotate_video_detects_every_nth_kept_frame_and_reports_its_speed(video, tmp_path):
     detector = CountingDetector()
     result = annotate_video(video, tmp_path, FakeClassifier(), detector, every=2,
-                            detect_every=5, write_parquet=False)
+                            detect_every=5, track="hold", write_parquet=False)
     assert result.n_frames == N_FRAMES // 2 and detector.calls == 3
     csv = pd.read_csv(result.outputs["csv"], keep_default_na=False)
     assert csv["box_source"].tolist() == (["detected"] + ["tracked"] * 4) * 3

@@ -119,7 +119,7 @@ def test_yunet_on_a_small_copy_finds_the_face_where_it_is_at_full_size():
 
 def test_annotate_detects_on_the_small_copy_and_crops_from_the_full_frame(clip_720p):
     det, clf = SquareDetector(), CropRecorder()
-    table = annotate_frames(iter_frames(clip_720p), clf, det, detect_size=320)
+    table = annotate_frames(iter_frames(clip_720p), clf, det, detect_size=320, detect_every=1)
     assert set(det.shapes) == {(180, 320, 3)}
     assert set(clf.frame_shapes) == {(720, 1280, 3)}
     assert table["face"].all()
@@ -129,8 +129,23 @@ def test_annotate_detects_on_the_small_copy_and_crops_from_the_full_frame(clip_7
     assert table["w"].to_numpy() == pytest.approx(side, abs=6)
     # 0: the detector sees the frame itself (YuNet still shrinks to its own 960 px)
     det = SquareDetector()
-    annotate_frames(iter_frames(clip_720p), CropRecorder(), det, detect_size=0)
+    annotate_frames(iter_frames(clip_720p), CropRecorder(), det, detect_size=0, detect_every=1)
     assert set(det.shapes) == {(720, 1280, 3)}
+
+
+def test_by_default_the_face_is_followed_in_small_windows_between_whole_frame_detections(clip_720p):
+    from signfer.faces.track import TRACK_SIZE
+    from signfer.inference.annotate import DEFAULT_DETECT_EVERY
+
+    det, clf = SquareDetector(), CropRecorder()
+    table = annotate_frames(iter_frames(clip_720p), clf, det, detect_size=320)
+    whole = [k for k, shape in enumerate(det.shapes) if shape == (180, 320, 3)]
+    assert whole == [k for k in range(N_FRAMES) if k % DEFAULT_DETECT_EVERY == 0]
+    assert all(max(shape[:2]) <= TRACK_SIZE for k, shape in enumerate(det.shapes) if k not in whole)
+    assert set(clf.frame_shapes) == {(720, 1280, 3)}  # crops still come from the full frame
+    x, y, side = SQUARE
+    assert table["x"].to_numpy() == pytest.approx(x + 4 * np.arange(N_FRAMES), abs=6)
+    assert table["w"].to_numpy() == pytest.approx(side, abs=6)
 
 
 # ---------------------------------------------------------------- decoding

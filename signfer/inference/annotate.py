@@ -12,17 +12,30 @@ Policies:
   label ``""``; ELAN shows a gap there.
 * Several faces: the largest one is classified (:func:`signfer.faces.crop.largest`,
   the signer is nearest the camera); ``n_faces`` records how many there were.
-* Detecting only every N-th frame (``detect_every=N``, default 1 = every kept
-  frame): face detection costs several times decoding, cropping and
-  classifying together, and a signer filmed at 25 fps moves little between
-  frames, so the detector runs on kept frames 0, N, 2N, ... and the frames in
-  between reuse the box of the last detection (a simple track; the crop is
-  still cut from each frame's own pixels). A detection that finds no face ends
-  the track: the frames after it have no face until the next detection, so a
-  box never outlives the face it was found on by more than N - 1 frames.
-  ``box_source`` says where each row's box came from (``"detected"``,
-  ``"tracked"``, ``""`` without a face); ``det_score`` and ``n_faces`` are
-  those of the detection the box came from.
+* Full-frame detection on every N-th kept frame only (``detect_every=N``,
+  default :data:`DEFAULT_DETECT_EVERY`), the face followed in between
+  (``track``): face detection on the whole frame costs several times
+  decoding, cropping and classifying together, and a signer filmed at 25 fps
+  moves little between frames.
+
+  - ``track="window"`` (the default): between full-frame detections the
+    face is looked for again in a small window about its last box
+    (:func:`signfer.faces.track.detect_near`), so the box follows the face.
+    Where the window loses it, and on every frame while there is no face,
+    the whole frame is searched, so a face is found wherever detection on
+    every frame finds one.
+  - ``track="hold"``: the frames in between reuse the box of the last
+    detection (the crop is still cut from each frame's own pixels). A
+    detection that finds no face ends the track: the frames after it have
+    no face until the next detection, so a box never outlives the face it
+    was found on by more than N - 1 frames. Cheapest, and the box lags a
+    moving face.
+
+  With ``detect_every=1`` every kept frame is searched whole.
+  ``box_source`` says where each row's box came from (``"detected"``: the
+  whole frame; ``"tracked"``: the window, or held; ``""`` without a face);
+  ``det_score`` is the score of that detection and ``n_faces`` the number of
+  faces of the last whole-frame detection.
 
 >>> result = annotate_video("clip.mp4", "out", classifier, detector,
 ...                         fps=10, smooth=5)  # doctest: +SKIP
@@ -53,6 +66,7 @@ from signfer.export.tables import parquet_available, write_table
 from signfer.faces.base import Detector
 from signfer.faces.crop import Box, largest
 from signfer.faces.downscale import detect_downscaled
+from signfer.faces.track import TRACK_SIZE, detect_near
 from signfer.inference.schema import PROB_PREFIX, class_names, prob_columns
 from signfer.inference.classifier import stack_crops
 from signfer.inference.smoothing import smooth_probs
@@ -74,6 +88,14 @@ OVERLAY_CODECS = ("libx264", "mpeg4")
 #: centres within 4 % of the face height. Smaller sizes are faster but their
 #: boxes wander more (at 224: IoU 0.74 on the 640x360 clip).
 DEFAULT_DETECT_SIZE = 320
+
+#: Whole-frame detection on every N-th kept frame by default; the face is
+#: tracked in between (``TRACKS``). Chosen by measurement
+#: (``benchmarks/annotate_speed.py --tracking``, RESULTS.md).
+DEFAULT_DETECT_EVERY = 10
+
+#: How a face is followed between whole-frame detections (module docstring).
+TRACKS = ("window", "hold")
 
 
 class Classifier(Protocol):
@@ -155,8 +177,9 @@ def annotate_frames(
     *,
     batch_size: int = 64,
     video: str = "",
-    detect_every: int = 1,
+    detect_every: int = DEFAULT_DETECT_EVERY,
     detect_size: int | None = DEFAULT_DETECT_SIZE,
+    track: str = "window",
     total: int | None = None,
 ) -> pd.DataFrame:
     """Detect, crop and classify the face in each frame; one table row per frame.
@@ -167,13 +190,15 @@ def annotate_frames(
         detector: gives ``detect(rgb) -> list[Box]``.
         batch_size: crops per ``predict_proba`` call.
         video: value of the ``video`` column.
-        detect_every: run the detector on every N-th frame of ``frames`` and
-            reuse its box on the frames in between (see the module docstring);
-            1 detects on every frame.
+        detect_every: search the whole of every N-th frame of ``frames``
+            and follow the face in between as ``track`` says (see the
+            module docstring); 1 searches every frame whole.
         detect_size: the detector sees a copy of each frame whose longer
             side is at most this many pixels (``None`` or 0: the frame
             itself); boxes are in the frame's own pixels and the crop is cut
             from the frame at full resolution.
+        track: ``"window"`` or ``"hold"``, how the face is followed between
+            whole-frame detections (module docstring).
         total: how many frames to expect, for the progress bar (a terminal
             shows one; see :mod:`signfer.progress`).
 
@@ -182,7 +207,7 @@ def annotate_frames(
         ``box_source``: ``"detected"``, ``"tracked"`` or ``""``).
 
     Raises:
-        ValueError: ``batch_size`` or ``detect_every`` is below 1.
+        ValueError: ``batch_size`` or ``detect_every`` is below 1, or ``track`` is unknown.
         SignferError: the classifier returned probabilities of the wrong shape.
 
     >>> table = annotate_frames(iter_frames("clip.mp4"), classifier, detector,
@@ -194,6 +219,8 @@ def annotate_frames(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if detect_every < 1:
         raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+    if track not in TRACKS:
+        raise ValueError(f"track must be one of {', '.join(TRACKS)}, got {track!r}")
     labels = tuple(classifier.labels)
     if not labels:
         raise SignferError("the classifier has no labels")
@@ -227,10 +254,13 @@ def annotate_frames(
         block_start += len(block)
         crops, crop_rows = [], []
 
-    box, n_faces = None, 0  # the track: the last detection's box and face count
+    box, n_faces = None, 0  # the track: the last box and the last whole-frame face count
     shown = progress.bar(frames, total=total, desc=video or "frames", unit="frame", leave=False)
     for k, frame in enumerate(shown):
-        detected = k % detect_every == 0
+        detected = k % detect_every == 0 or (track == "window" and box is None)
+        if not detected and track == "window":
+            box = detect_near(detector, frame.image, box, size=TRACK_SIZE)
+            detected = box is None  # lost: search the whole frame
         if detected:
             boxes = detect_downscaled(detector, frame.image, detect_size)
             box, n_faces = largest(boxes), len(boxes)
@@ -286,41 +316,42 @@ def add_smoothed(table: pd.DataFrame, window: int) -> pd.DataFrame:
 
 
 def write_timeline(table: pd.DataFrame, out_path: str | Path, *, title: str = "") -> Path:
-    """Plot each class's probability over time, one row per class, as a PNG.
+    """Plot each class's probability over time as a PNG heat map, one row per class.
 
-    Thin lines are the raw per-frame probabilities, thick ones the smoothed
-    label's confidence where that label is the row's class; gaps are frames
-    without a face.
+    Colour is the per-frame probability (grey: frames without a face); the
+    white line steps to the row of the smoothed label. One image and one
+    line, so the plot costs the same for ten frames as for ten thousand
+    (about 50 ms; seven line plots cost 250 ms, the largest part of
+    annotating a short clip).
     """
     # The object-oriented API with an Agg canvas: no pyplot state, no display needed.
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    prob_cols = prob_columns(table)
+    names = class_names(table)
+    probs = table[prob_columns(table)].to_numpy(dtype=float).T
     t = table["time_s"].to_numpy(dtype=float)
-    # fixed margins: the constrained layout cost 0.4-0.6 s per video, the
-    # largest part of writing the outputs of a short clip
-    height = 0.9 + 0.75 * len(prob_cols)
+    end = float(t[-1]) + (float(np.median(np.diff(t))) if len(t) > 1 else 1.0) if len(t) else 1.0
+    start = float(t[0]) if len(t) else 0.0
+    height = 1.2 + 0.3 * len(names)
     fig = Figure(figsize=(10, height))
-    fig.subplots_adjust(left=0.12, right=0.98, top=1 - 0.55 / height, bottom=0.45 / height, hspace=0.15)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(prob_cols), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, column in zip(axes, prob_cols):
-        name = column[len(PROB_PREFIX):]
-        ax.plot(t, table[column].to_numpy(dtype=float), lw=0.8, color="tab:blue",
-                label="probability")
-        if "label_smoothed" in table:
-            chosen = np.where(table["label_smoothed"] == name,
-                              table["confidence_smoothed"].to_numpy(dtype=float), np.nan)
-            ax.plot(t, chosen, lw=2.5, color="tab:orange", label="label (smoothed)")
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_yticks([0, 1])
-        ax.set_ylabel(name, rotation=0, ha="right", va="center")
-    axes[-1].set_xlabel("time (s)")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", ncols=2,
-               fontsize="small", frameon=False)
+    ax = fig.add_axes((0.12, 0.5 / height, 0.78, 1 - 0.9 / height))
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
+    image = ax.imshow(np.ma.masked_invalid(probs), aspect="auto", interpolation="nearest", cmap=cmap,
+                      vmin=0, vmax=1, extent=(start, end, len(names) - 0.5, -0.5))
+    if "label_smoothed" in table and len(t):
+        row = {name: k for k, name in enumerate(names)}
+        chosen = np.array([row.get(label, np.nan) for label in table["label_smoothed"]], dtype=float)
+        ax.step(np.append(t, end), np.append(chosen, chosen[-1]), where="post", color="white", lw=1.2)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("time (s); white line: the smoothed label")
+    bar = fig.colorbar(image, cax=fig.add_axes((0.92, 0.5 / height, 0.015, 1 - 0.9 / height)),
+                       ticks=[0, 0.5, 1])
+    bar.set_label("probability")
     if title:
-        axes[0].set_title(title)
+        ax.set_title(title, loc="left", fontsize="medium")
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -439,8 +470,9 @@ def annotate_video(
     overlay: bool = False,
     write_parquet: bool = True,
     batch_size: int = 64,
-    detect_every: int = 1,
+    detect_every: int = DEFAULT_DETECT_EVERY,
     detect_size: int | None = DEFAULT_DETECT_SIZE,
+    track: str = "window",
 ) -> AnnotateResult:
     """Annotate one video and write its files into ``out_dir``.
 
@@ -463,24 +495,25 @@ def annotate_video(
         overlay: also write a video with boxes and labels drawn.
         write_parquet: also write Parquet when pyarrow is available.
         batch_size: crops per classifier call.
-        detect_every: run the face detector on every N-th kept frame only and
-            reuse its box in between (see the module docstring); 1, the
-            default, detects on every kept frame.
+        detect_every: search the whole of every N-th kept frame for the face
+            and follow it in between as ``track`` says (see the module
+            docstring); 1 searches every kept frame whole.
         detect_size: longer side of the copy of each frame that the detector
             sees (see :func:`annotate_frames`).
+        track: ``"window"`` or ``"hold"`` (see the module docstring).
 
     Returns:
         An :class:`AnnotateResult` with the table, the files and the detection rate.
 
     Raises:
-        ValueError: ``batch_size`` or ``detect_every`` is below 1.
+        ValueError: ``batch_size`` or ``detect_every`` is below 1, or ``track`` is unknown.
         SignferError: the video cannot be read (the message names it).
     """
     started = time.perf_counter()
     path, out_dir = Path(path), Path(out_dir)
     frames = iter_frames(path, every=every, fps=fps)
     table = annotate_frames(frames, classifier, detector, batch_size=batch_size, video=path.name,
-                            detect_every=detect_every, detect_size=detect_size,
+                            detect_every=detect_every, detect_size=detect_size, track=track,
                             total=frame_count_hint(path, every=every, fps=fps))
     table = add_smoothed(table, smooth)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -162,9 +162,14 @@ def _prediction_table(columns: dict, probs: np.ndarray, labels) -> pd.DataFrame:
     return df
 
 
-def check_video_options(*, every: int | None = None, fps: float | None = None, detect_every: int = 1,
-                        smooth: int = 1, min_duration: float = 0.0, detect_size: int | None = None) -> None:
+def check_video_options(*, every: int | None = None, fps: float | None = None, detect_every: int | None = None,
+                        smooth: int = 1, min_duration: float = 0.0, detect_size: int | None = None,
+                        track: str = "window") -> None:
     """Refuse bad video options with a one-line :class:`SignferError` naming the option."""
+    from signfer.inference.annotate import TRACKS
+
+    if track not in TRACKS:
+        raise SignferError(f"--track must be one of {', '.join(TRACKS)}, got {track!r}")
     if detect_size is not None and (int(detect_size) != detect_size or (detect_size and detect_size < 32)):
         raise SignferError(f"--detect-size must be a whole number of pixels >= 32 (0: the whole frame), "
                            f"got {detect_size}")
@@ -172,7 +177,7 @@ def check_video_options(*, every: int | None = None, fps: float | None = None, d
         raise SignferError(f"--every must be a whole number >= 1, got {every}")
     if fps is not None and not fps > 0:
         raise SignferError(f"--fps must be > 0, got {fps}")
-    if int(detect_every) != detect_every or detect_every < 1:
+    if detect_every is not None and (int(detect_every) != detect_every or detect_every < 1):
         raise SignferError(f"--detect-every must be >= 1, got {detect_every}")
     if int(smooth) != smooth or smooth < 1:
         raise SignferError(f"--smooth must be a whole number >= 1, got {smooth}")
@@ -182,8 +187,8 @@ def check_video_options(*, every: int | None = None, fps: float | None = None, d
 
 def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detector=None,
              backend: str = "auto", every: int | None = None, fps: float | None = None,
-             detect_every: int = 1, smooth: int = 1, min_duration: float = 0.0,
-             overlay: bool = False, detect_size: int | None = None, executor=None):
+             detect_every: int | None = None, smooth: int = 1, min_duration: float = 0.0,
+             overlay: bool = False, detect_size: int | None = None, track: str = "window", executor=None):
     """Annotate each video into ``out`` (see :func:`signfer.inference.annotate.annotate_video`).
 
     Args:
@@ -193,7 +198,9 @@ def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detec
             (default: :func:`default_model`).
         detector: a detector name or object (default: yunet).
         backend: 'auto', 'torch' or 'onnx'.
-        every, fps, detect_every, smooth, min_duration, overlay: as for ``annotate_video``.
+        every, fps, smooth, min_duration, overlay, track: as for ``annotate_video``.
+        detect_every: search every N-th kept frame whole (default
+            :data:`~signfer.inference.annotate.DEFAULT_DETECT_EVERY`).
         detect_size: longer side of the copy of each frame the detector sees
             (default :data:`~signfer.inference.annotate.DEFAULT_DETECT_SIZE`; 0: the whole frame).
         executor: where the videos are annotated, e.g. a
@@ -211,14 +218,21 @@ def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detec
 
     videos = list(videos)
     check_video_options(every=every, fps=fps, detect_every=detect_every, smooth=smooth,
-                        min_duration=min_duration, detect_size=detect_size)
+                        min_duration=min_duration, detect_size=detect_size, track=track)
     # outputs before the model and the videos: a folder in the way costs nothing
     ensure_out_dir(out)
     check_out_files([f for v in videos for f in output_paths(v, out, overlay=overlay).values()])
     clf = make_classifier(model, backend)
     return annotate_many(videos, out, clf, make_detector(detector), every=every, fps=fps, smooth=smooth,
-                         min_duration=min_duration, overlay=overlay, detect_every=detect_every,
-                         detect_size=_detect_size(detect_size), executor=executor)
+                         min_duration=min_duration, overlay=overlay, detect_every=_detect_every(detect_every),
+                         detect_size=_detect_size(detect_size), track=track, executor=executor)
+
+
+def _detect_every(detect_every: int | None) -> int:
+    """``--detect-every``: ``None`` is the default."""
+    from signfer.inference.annotate import DEFAULT_DETECT_EVERY
+
+    return DEFAULT_DETECT_EVERY if detect_every is None else int(detect_every)
 
 
 def _detect_size(detect_size: int | None) -> int | None:
@@ -256,8 +270,8 @@ class SuggestResult:
 
 def suggest(videos: Iterable[str | Path], out: str | Path, *, n: int = 50, method: str = "entropy",
             model=None, detector=None, backend: str = "auto", every: int | None = None,
-            fps: float | None = None, detect_every: int = 1, detect_size: int | None = None,
-            executor=None) -> SuggestResult:
+            fps: float | None = None, detect_every: int | None = None, detect_size: int | None = None,
+            track: str = "window", executor=None) -> SuggestResult:
     """The ``n`` frames of each video the model is least sure of, as a table and an ELAN tier.
 
     Writes ``<stem>.suggest.csv`` and ``<stem>.suggest.eaf`` per video into
@@ -275,14 +289,15 @@ def suggest(videos: Iterable[str | Path], out: str | Path, *, n: int = 50, metho
         raise SignferError(f"--n must be a whole number >= 1, got {n}")
     if method not in METHODS:
         raise SignferError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    check_video_options(every=every, fps=fps, detect_every=detect_every, detect_size=detect_size)
+    check_video_options(every=every, fps=fps, detect_every=detect_every, detect_size=detect_size, track=track)
     out = Path(out)
     ensure_out_dir(out)
     check_out_files([out / f"{v.stem}.suggest{suffix}" for v in videos for suffix in (".csv", ".eaf")])
     clf = make_classifier(model, backend)
     det = make_detector(detector)
     fn = functools.partial(suggest_one, out=out, n=n, method=method, every=every, fps=fps,
-                           detect_every=detect_every, detect_size=_detect_size(detect_size))
+                           detect_every=_detect_every(detect_every), detect_size=_detect_size(detect_size),
+                           track=track)
     outcome: dict[int, Suggestion | str] = {}
     with progress.bar(total=len(videos), desc="videos", unit="video", leave=False) as shown:
         for i, done, exc in (executor or LocalExecutor()).run(
@@ -297,7 +312,8 @@ def suggest(videos: Iterable[str | Path], out: str | Path, *, n: int = 50, metho
 
 
 def suggest_one(video: Path, *, out: Path, classifier, detector, n: int, method: str, every: int | None,
-                fps: float | None, detect_every: int, detect_size: int | None) -> Suggestion:
+                fps: float | None, detect_every: int, detect_size: int | None, track: str = "window"
+                ) -> Suggestion:
     """One video of :func:`suggest`; a failure to write is the same one-line error as a bad video."""
     from signfer.export.elan import write_suggestions_eaf
     from signfer.export.tables import write_table
@@ -307,7 +323,7 @@ def suggest_one(video: Path, *, out: Path, classifier, detector, n: int, method:
 
     try:
         table = annotate_frames(iter_frames(video, every=every, fps=fps), classifier, detector, video=video.name,
-                                detect_every=detect_every, detect_size=detect_size,
+                                detect_every=detect_every, detect_size=detect_size, track=track,
                                 total=frame_count_hint(video, every=every, fps=fps))
         ranked = rank_uncertain(table, n, method)
         csv = write_table(ranked, out / f"{video.stem}.suggest.csv")

@@ -34,6 +34,27 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The built-in model each preset starts from, by architecture, when no init is
+#: given (other architectures, and ``fast``: :func:`~signfer.models.checkpoint.default_init`).
+#: ``fast`` keeps the 64 px models, on which the paper grid's hour was measured.
+STARTS: dict[str, dict[str, str]] = {
+    "fast": {},
+    "accurate": {"mobilenetv2": "mobilenetv2-fer-160", "efficientnet_lite0": "efficientnet_lite0-fer-160"},
+}
+
+
+def preset_init(name: str | None, arch: str | None) -> str:
+    """The model preset ``name`` starts from for ``arch`` (None: mobilenetv2).
+
+    >>> preset_init("fast", "mobilenetv2")
+    'mobilenetv2-fer'
+    """
+    from signfer.models.checkpoint import default_init
+
+    arch = arch or "mobilenetv2"
+    return STARTS.get(name or "", {}).get(arch) or default_init(arch)
+
+
 def preset(name: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The training settings of preset ``name`` with ``overrides`` (``--set``) on top."""
     if name not in PRESETS:

@@ -47,14 +47,13 @@ from signfer.models.checkpoint import (
     ModelMeta,
     build_model,
     checkpoint_files,
-    default_init,
     load_meta,
     provenance,
     save_checkpoint,
 )
 from signfer.training.fit import fit
 from signfer.training.preprocess import channel_stats
-from signfer.training.recipes import preset
+from signfer.training.recipes import preset, preset_init
 
 
 def _log(msg: str) -> None:
@@ -99,15 +98,15 @@ def finetuned_meta(meta: ModelMeta, prep: PreprocessSpec, *, techniques: tuple[s
     )
 
 
-def epochs_from_run(run: str | Path, *, arch: str, init: str, techniques: tuple[str, ...],
+def epochs_from_run(run: str | Path, *, arch: str, init: str | None, techniques: tuple[str, ...],
                     cfg: TrainConfig | None) -> dict:
     """The number of epochs a finished cv/grid run chose for this configuration.
 
     Reads each fold's ``metrics.json`` under ``run/runs/``; the folds of the
-    same architecture, init, techniques and training settings count (``cfg``
-    None: whatever settings the run used, if its matching folds agree). Returns
-    ``{"epochs": median best epoch, "accuracy_mean", "accuracy_sd", "folds",
-    "run", "train": the settings}``.
+    same architecture, init, techniques and training settings count (``init``
+    or ``cfg`` None: whatever the run used, if its matching folds agree).
+    Returns ``{"epochs": median best epoch, "accuracy_mean", "accuracy_sd",
+    "folds", "run", "init", "train": the settings}``.
     """
     from signfer.experiments.runner import recorded_train
 
@@ -116,7 +115,7 @@ def epochs_from_run(run: str | Path, *, arch: str, init: str, techniques: tuple[
     if not files:
         raise SignferError(f"{run}: no finished folds (runs/*/*/fold*/metrics.json); "
                            "--epochs-from takes a cv or grid run folder")
-    wanted = {"arch": arch, "init": init, "techniques": "+".join(techniques)}
+    wanted = {"arch": arch, "techniques": "+".join(techniques), **({"init": init} if init else {})}
     if cfg is not None:
         wanted["train"] = dataclasses.asdict(cfg)
     rows, seen = [], set()
@@ -130,15 +129,19 @@ def epochs_from_run(run: str | Path, *, arch: str, init: str, techniques: tuple[
             rows.append(m)
     if not rows:
         raise SignferError(
-            f"{run}: no finished fold ran {technique_label(techniques)} on {arch} from {init} with these "
+            f"{run}: no finished fold ran {technique_label(techniques)} on {arch} from {init or 'any init'} with these "
             f"training settings; the run has: {', '.join(sorted(seen))} (train's settings must equal the "
             "run's: `signfer train` uses --preset accurate unless told, `cv` --preset fast)")
+    inits = sorted({str(r.get("init")) for r in rows})
+    if len(inits) > 1:
+        raise SignferError(f"{run}: {technique_label(techniques)} on {arch} ran from {len(inits)} inits "
+                           f"({', '.join(inits)}); choose one with --init")
     settings = {json.dumps(recorded_train(r), sort_keys=True) for r in rows}
     if len(settings) > 1:
         raise SignferError(f"{run}: {technique_label(techniques)} on {arch} ran with {len(settings)} different "
                            "training settings; choose one with --preset / --set")
     acc = np.array([r["accuracy"] for r in rows], float)
-    return {"run": str(run.resolve()), "folds": len(rows), "train": recorded_train(rows[0]),
+    return {"run": str(run.resolve()), "folds": len(rows), "init": inits[0], "train": recorded_train(rows[0]),
             "epochs": int(np.median([r["best_epoch"] for r in rows]).round()),
             "accuracy_mean": round(float(acc.mean()), 4),
             "accuracy_sd": round(float(acc.std(ddof=1)), 4) if len(acc) > 1 else float("nan")}
@@ -157,6 +160,7 @@ def finetune(
     crop: CropSpec | None = None,
     crop_faces: str | None = None,
     epochs_from: str | Path | None = None,
+    preset_name: str | None = None,
     command: str = "",
     log: Callable[[str], None] = _log,
 ) -> Path:
@@ -167,10 +171,14 @@ def finetune(
         out: checkpoint path: ``out.safetensors`` and ``out.json`` are written.
         arch: architecture; default: the init checkpoint's, else mobilenetv2.
         init: 'imagenet', 'random', a built-in model or a checkpoint; default:
-            the built-in FER model of ``arch``.
+            the preset's start for ``arch`` (:func:`~signfer.training.recipes.preset_init`:
+            the accurate preset starts from the 160 px FER models), or with
+            ``epochs_from`` the init that run used.
         techniques: as in ``cv`` (must contain ``ft`` or ``head``).
         train: training settings; default: the ``accurate`` preset (:mod:`signfer.training.recipes`),
             or with ``epochs_from`` the settings that run used.
+        preset_name: the preset ``train`` came from, for the default init
+            (``None``: ``accurate``, unless ``epochs_from`` is given).
         seed: fixes the inner split and the training randomness.
         input_size: for ImageNet and random inits (a checkpoint brings its own).
         crop: margin, alignment and region of the faces (see ``dataset_crop``).
@@ -185,12 +193,14 @@ def finetune(
     cfg = train or (None if epochs_from else preset("accurate"))
     check_out_files(checkpoint_files(out), "checkpoint")  # before any work
     arch = arch or ("mobilenetv2" if init in (None, "imagenet", "random") else None)
-    init = init or default_init(arch)
+    if init is None and not (epochs_from and preset_name is None):
+        init = preset_init(preset_name or "accurate", arch)
     started = time.perf_counter()
     if arch is None:  # the init checkpoint's
         arch = load_meta(init).arch
     # the run folder first: a wrong one should fail before any work is done
     chosen = epochs_from_run(epochs_from, arch=arch, init=init, techniques=t, cfg=cfg) if epochs_from else None
+    init = init or chosen["init"]
     if cfg is None:
         cfg = from_dict(TrainConfig, chosen["train"], f"{epochs_from}: train")
     RunSpec("train", arch, init, t, cfg)  # checks the settings against the techniques (e.g. shift with head)
