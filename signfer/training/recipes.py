@@ -1,20 +1,24 @@
 """Named training presets: a fast one for comparison grids, an accurate one for the model you keep.
 
-A preset is a set of :class:`~signfer.config.TrainConfig` values; ``--set``
-overrides apply on top of it. The figures are 5-fold cross-validation on the
-CK+48 dev half (64 subjects, folds grouped by subject, ``benchmarks/small_data.py``,
-benchmarks/RESULTS.md), from the built-in 64 px ``mobilenetv2-fer``:
+A preset is a set of :class:`~signfer.config.TrainConfig` values and a start
+(:data:`STARTS`: the built-in model it fine-tunes when no init is given);
+``--set`` overrides apply on top of it. The figures are 5-fold
+cross-validation on the CK+48 dev half (64 subjects, folds grouped by
+subject, ``benchmarks/small_data.py``, benchmarks/RESULTS.md):
 
 * ``fast`` (TrainConfig's defaults: 3 head epochs, at most 5 all-layer epochs
-  at lr 2e-4 with early stopping): 71.1 ± 9.6 % at ~20 s a fit; what the paper
-  grid uses, so that its 70 fits fit in an hour on 2 cores.
+  at lr 2e-4 with early stopping), from the 64 px ``mobilenetv2-fer``:
+  71.1 ± 9.6 % at ~20 s a fit; what the paper grid uses, so that its 70 fits
+  fit in an hour on 2 cores.
 * ``accurate``: 30 all-layer epochs at lr 1e-3 (one-cycle), no early stop
   (the epoch kept is still the best on the inner validation part), random
-  rotation up to 10° and zoom up to 10 % in that stage, and each face predicted
-  together with its mirror image (``tta``): 88.6 ± 4.4 % (86.8 from the
-  longer schedule alone, +0.2 from rotation/zoom, +1.6 from the mirror); about
-  6x the time of ``fast`` (608 s for 2,500 faces on 2 cores). ``signfer
-  train`` uses it by default.
+  rotation up to 10° and zoom up to 10 % in that stage, and each face
+  predicted together with its mirror image (``tta``), from the 160 px
+  ``mobilenetv2-fer-160``: 94.1 ± 3.2 % (mean per-class recall 90.8) at about
+  340-400 s a fit of ~440 faces on 2 cores. The same settings from the 64 px
+  model: 88.6 ± 4.4 % at ~100 s a fit (86.8 from the longer schedule alone,
+  +0.2 from rotation/zoom, +1.6 from the mirror). ``signfer train`` uses it
+  by default.
 
 Example:
     >>> preset("accurate").epochs
