@@ -75,6 +75,13 @@ def load(data: str, out: Path):
     return signfer.load_dataset("manifest", data)
 
 
+def recipe_out(out: Path, name: str) -> Path:
+    """Where recipe ``name`` runs: ``out``, or its own folder beside it when it
+    cuts faces otherwise (a run folder holds one crop setting). The folds are
+    the same: they depend on the data and the seed only."""
+    return out.parent / f"{out.name}-{name}" if len(RECIPES[name]) > 3 else out
+
+
 def fold_probs(out: Path, name: str, arch: str, k: int, table, tta: bool) -> tuple[np.ndarray, pd.DataFrame, list]:
     """Fold ``k``'s kept model of recipe ``name`` on that fold's own test faces:
     (probabilities, predictions.csv, the model's labels)."""
@@ -83,7 +90,7 @@ def fold_probs(out: Path, name: str, arch: str, k: int, table, tta: bool) -> tup
     from signfer.models.checkpoint import load_model
     from signfer.training.loop import predict_proba
 
-    d = fold_dir(out, _Spec(name, arch), k)
+    d = fold_dir(recipe_out(out, name), _Spec(name, arch), k)
     pred = pd.read_csv(d / "predictions.csv")
     model, meta = load_model(d / "model")
     spec = meta.spec
@@ -129,8 +136,8 @@ def fused(out: Path, names: list[str], folds: int, table) -> dict:
 
 
 def summarise(out: Path, name: str, spec_name: str, arch: str, folds: int, table=None) -> dict:
-    rows = [pd.read_json(fold_dir(out, _Spec(spec_name, arch), k) / "metrics.json", typ="series")
-            for k in range(folds)]
+    rows = [pd.read_json(fold_dir(recipe_out(out, name), _Spec(spec_name, arch), k) / "metrics.json",
+                         typ="series") for k in range(folds)]
     acc = np.array([r["accuracy"] for r in rows])
     tta = {}
     if table is not None:
@@ -177,8 +184,8 @@ def main() -> None:
     for name in dict.fromkeys([*args.recipes, *args.fuse]):
         init, techniques, train, *options = RECIPES[name]
         arch = load_meta(init).arch
-        signfer.cross_validate(table, out, arch=arch, init=init, techniques=techniques, folds=args.folds,
-                               train=TrainConfig(**train), name=name, log=_progress,
+        signfer.cross_validate(table, recipe_out(out, name), arch=arch, init=init, techniques=techniques,
+                               folds=args.folds, train=TrainConfig(**train), name=name, log=_progress,
                                keep_models=name in keep, **(options[0] if options else {}))
         rows.append(summarise(out, name, name, arch, args.folds, table if args.keep_models else None))
         headers = list(dict.fromkeys(k for r in rows for k in r))
