@@ -357,6 +357,8 @@ PRETRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("cutmix", float, "CutMix a batch with this probability"),
     ("distill_weight", float, "with --teacher: targets = W x the teachers' probabilities + (1 - W) x the labels"),
     ("seed", int, "fixes the initialisation, augmentation and batch order"),
+    ("select_on", str, "what chooses the epoch: 'validation' (all of it) or 'selection' (its fixed "
+                       "selection half; the report half is scored beside it and recorded)"),
 )
 
 
@@ -368,6 +370,8 @@ def cmd_pretrain(args) -> int:
     given = {name: getattr(args, name) for name, _, _ in PRETRAIN_FLAGS if getattr(args, name) is not None}
     if args.teacher:
         given["teachers"] = tuple(args.teacher)
+    if args.exclude:  # for pretrain: the listed validation faces and their training copies
+        given["exclude"] = args.exclude
     try:
         cfg = PretrainConfig(**given)
     except SignferError as e:  # name the option: "--batch-size must be >= 1, got 0"
@@ -442,6 +446,9 @@ def _model_details(meta) -> list[str]:
         lines.append(f"data fingerprint: {fp.get('n_samples')} samples ({per_class}), "
                      f"sha256 {fp.get('sha256', '')[:16]}...")
     lines.append(f"validation accuracy: {meta.val_accuracy}")
+    if "report_accuracy" in meta.extra:
+        lines.append(f"report half accuracy: {meta.extra['report_accuracy']} ({meta.extra.get('report_faces')} "
+                     "faces that chose nothing)")
     cv = meta.extra.get("cv")
     if cv:
         lines.append(f"epochs from cross-validation: {cv.get('epochs')} (median best epoch of "

@@ -122,3 +122,85 @@ def test_time_limit_writes_the_best_epoch_so_far_and_a_rerun_finishes(fer_like, 
     meta = load_model(stem)[1]
     assert "stopped_early" not in meta.extra and meta.extra["epochs_run"] == 3
     assert [h["epoch"] for h in json.loads((tmp_path / "history.json").read_text())] == [1, 2, 3]
+
+
+def unique_names(root, out):
+    """A copy of the folder dataset ``root`` whose file names are unique, as FER2013's
+    are (duplicate lists match faces by file name)."""
+    import shutil
+
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root)
+        target = out / rel.parent / f"{rel.parts[0]}_{rel.parts[1]}_{f.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, target)
+    return out
+
+
+def test_deduplicated_run_selects_on_one_half_and_records_the_other(fer_like, tmp_path):
+    import pandas as pd
+
+    from signfer.data import load_dataset
+    from signfer.data.halves import half_of
+
+    fer_like = unique_names(fer_like, tmp_path / "fer")
+    train = load_dataset("folder", fer_like, split="train").samples["path"].tolist()
+    val = load_dataset("folder", fer_like, split="validation").samples["path"].tolist()
+    # two validation faces "occur in train": they and their two training copies must go
+    listed = pd.DataFrame({"file": val[:2], "label": "x", "reason": "exact", "match": train[3:5]})
+    listed.to_csv(tmp_path / "dups.csv", index=False)
+    dedup = dataclasses.replace(cfg(2), exclude=str(tmp_path / "dups.csv"), select_on="selection")
+    stem = pretrain(fer_like, tmp_path / "run", dedup)
+    _, meta = load_model(stem)
+    kept = [p for p in val[2:]]
+    n_select = sum(half_of(p) == "selection" for p in kept)
+    n_report = len(kept) - n_select
+    assert 0 < n_select < len(kept)
+    assert f"train/ (deduplicated) ({len(train) - 2} faces) for training" in meta.training_data
+    assert f"selection half ({n_select} faces) for choosing the epoch" in meta.training_data
+    assert f"report half ({n_report} faces) for reporting" in meta.training_data
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    best = max(range(len(history)), key=lambda i: history[i]["val_accuracy"])
+    assert meta.extra["best_epoch"] == best + 1
+    assert meta.extra["report_accuracy"] == round(history[best]["report_accuracy"], 4)
+    assert meta.extra["report_faces"] == n_report
+    # a report accuracy is a share of the n_report faces (recorded to 4 decimals)
+    correct = meta.extra["report_accuracy"] * n_report
+    assert abs(correct - round(correct)) <= 5e-5 * n_report
+
+
+def test_a_duplicate_list_without_matches_cannot_deduplicate_train(fer_like, tmp_path):
+    import pandas as pd
+
+    from signfer.data import load_dataset
+
+    val = load_dataset("folder", fer_like, split="validation").samples["path"].tolist()
+    pd.DataFrame({"file": val[:2]}).to_csv(tmp_path / "dups.csv", index=False)
+    with pytest.raises(SignferError, match="no `match` column"):
+        pretrain(fer_like, tmp_path / "run", dataclasses.replace(cfg(1), exclude=str(tmp_path / "dups.csv")))
+    with pytest.raises(SignferError, match="select_on"):
+        dataclasses.replace(cfg(1), select_on="test")
+
+
+def test_cli_pretrain_passes_exclude_and_select_on_into_the_config(fer_like, tmp_path, capsys):
+    import pandas as pd
+
+    from signfer.cli import main
+    from signfer.data import load_dataset
+
+    root = unique_names(fer_like, tmp_path / "fer")
+    train = load_dataset("folder", root, split="train").samples["path"].tolist()
+    val = load_dataset("folder", root, split="validation").samples["path"].tolist()
+    pd.DataFrame({"file": val[:1], "match": train[:1]}).to_csv(tmp_path / "dups.csv", index=False)
+    out = tmp_path / "run"
+    rc = main(["pretrain", "--dataset", "folder", "--root", str(root), "--exclude", str(tmp_path / "dups.csv"),
+               "--select-on", "selection", "--epochs", "1", "--input-size", "32", "--batch-size", "8",
+               "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    saved = json.loads((out / "pretrain_config.json").read_text())
+    assert saved["exclude"] == str(tmp_path / "dups.csv") and saved["select_on"] == "selection"
+    _, meta = load_model(out / "mobilenetv2-fer")
+    assert f"train/ (deduplicated) ({len(train) - 1} faces)" in meta.training_data
+    assert "report_accuracy" in meta.extra
+    main(["models", str(out / "mobilenetv2-fer")])
+    assert f"report half accuracy: {meta.extra['report_accuracy']}" in capsys.readouterr().out

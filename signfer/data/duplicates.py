@@ -342,3 +342,33 @@ def drop_listed(table: SampleTable, name_or_path: str | os.PathLike) -> SampleTa
     return SampleTable(s[~drop], name=f"{table.name} without {name}",
                        skipped=pd.concat([table.skipped, skipped], ignore_index=True),
                        classes=table.classes, groups_are_paths=table.groups_are_paths)
+
+
+def drop_matched(table: SampleTable, name_or_path: str | os.PathLike) -> SampleTable:
+    """``table`` without the faces a duplicate list names as *matches* (its
+    ``match`` column: e.g. the training faces that a validation face repeats),
+    which join its skipped rows. With :func:`drop_listed` on the other split,
+    neither split then holds a face of the other.
+
+    Raises:
+        SignferError: the list has no ``match`` column, or none of its matches
+            is in ``table``.
+    """
+    listed, name = read_list(name_or_path)
+    if "match" not in listed.columns:
+        raise SignferError(f"{name}: has no `match` column, so it cannot say which faces of "
+                           f"{table.name} to drop")
+    matched = {Path(m).name: f for m, f in zip(listed["match"], listed["file"]) if m}
+    s = table.samples
+    file_names = s["path"].map(lambda p: Path(p).name)
+    drop = file_names.isin(matched).to_numpy()
+    if not drop.any():
+        raise SignferError(f"{name}: none of its {len(matched)} matched files is in {table.name}; "
+                           "is it the list for this dataset?")
+    skipped = pd.DataFrame({
+        "source": s["source"].to_numpy()[drop],
+        "reason": [f"on duplicate list {name} (repeated by {matched[f]})" for f in file_names[drop]],
+    })
+    return SampleTable(s[~drop], name=f"{table.name} without {name}'s matches",
+                       skipped=pd.concat([table.skipped, skipped], ignore_index=True),
+                       classes=table.classes, groups_are_paths=table.groups_are_paths)

@@ -1,6 +1,12 @@
 """Pre-train a general-purpose FER model on a folder dataset (e.g. FER2013).
 
-``train/`` trains, ``validation/`` chooses the epoch that is kept. The state is
+``train/`` trains, ``validation/`` chooses the epoch that is kept. With
+``exclude`` (a duplicate list such as ``fer2013-validation``) the validation
+faces that also occur in train are dropped, and so are their training copies,
+so neither split holds a face of the other. With ``select_on="selection"``
+only the selection half of ``validation/`` (:mod:`signfer.data.halves`)
+chooses the epoch, and the report half, which chose nothing, is scored every
+epoch and recorded as the figure to quote. The state is
 saved after every epoch (weights, optimiser, schedule, random generators,
 history) and a re-run of the same command resumes where a killed one stopped.
 The result is a signfer checkpoint (safetensors + JSON).
@@ -41,6 +47,9 @@ from signfer.training.teacher import Teachers
 
 STATE = "state.pt"
 
+#: What may choose the epoch (``PretrainConfig.select_on``).
+SELECT_ON = ("validation", "selection")
+
 
 @dataclass(frozen=True)
 class PretrainConfig:
@@ -62,6 +71,12 @@ class PretrainConfig:
     #: weight of the teachers' probabilities in the targets (the rest: the labels)
     distill_weight: float = 0.8
     seed: int = 0
+    #: a duplicate list (built-in name or CSV) of validation faces found in
+    #: train: they leave validation/, and their matches leave train/
+    exclude: str = ""
+    #: what chooses the epoch: "validation" (all of it) or "selection" (its
+    #: selection half; the report half is scored beside it)
+    select_on: str = "validation"
 
     def __post_init__(self) -> None:
         check_settings(self, PRETRAIN_RULES)
@@ -81,6 +96,7 @@ PRETRAIN_RULES = {
     "cutmix": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     "distill_weight": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    "select_on": (lambda v: v in SELECT_ON, "'validation' or 'selection'"),
 }
 
 
@@ -145,18 +161,21 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     else:
         write_json(cfg_path, _plain(cfg))
 
-    train = load_dataset("folder", root, split="train")
-    val = load_dataset("folder", root, split="validation")
+    train, val, report = pretrain_splits(root, cfg)
     classes = list(train.classes)
     if list(val.classes) != classes:
         raise SignferError(f"validation classes {val.classes} differ from training classes {train.classes}")
-    _log(f"pretrain {cfg.arch}: {len(train.samples)} train, {len(val.samples)} validation faces, "
-         f"{cfg.input_size}px, on {dev}")
+    _log(f"pretrain {cfg.arch}: {len(train.samples)} train, {len(val.samples)} {val.name} faces"
+         + (f" choose the epoch, {len(report.samples)} {report.name} faces are scored beside"
+            if report is not None else "") + f", {cfg.input_size}px, on {dev}")
     # the uint8 images live on the training device; batches become float there
     x_train = torch.from_numpy(load_images(train, cfg.input_size)).to(dev)
     x_val = torch.from_numpy(load_images(val, cfg.input_size)).to(dev)
     y_train = torch.tensor(train.y(), dtype=torch.long).to(dev)
     y_val = torch.tensor(val.y(), dtype=torch.long)  # scores are computed on the CPU
+    if report is not None:
+        x_report = torch.from_numpy(load_images(report, cfg.input_size)).to(dev)
+        y_report = torch.tensor(report.y(), dtype=torch.long)
 
     torch.manual_seed(cfg.seed)  # before the new head is drawn
     model, meta = build_model(cfg.arch, classes, cfg.init, cfg.input_size)
@@ -224,6 +243,8 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         v = evaluate(model, x_val, y_val, prep)
         history.append({"epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
                         "val_loss": v["loss"], "val_accuracy": v["accuracy"],
+                        **({"report_accuracy": evaluate(model, x_report, y_report, prep)["accuracy"]}
+                           if report is not None else {}),
                         "img_per_s": stats["img_per_s"], "seconds": time.perf_counter() - t0})
         if v["accuracy"] > best_acc:
             best_acc, best_state = v["accuracy"], _cpu(model.state_dict())
@@ -245,18 +266,51 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
 
     model = model.cpu()
     model.load_state_dict(best_state)
+    best_epoch = int(np.argmax([h["val_accuracy"] for h in history])) + 1
+    held_out = {}
+    if report is not None:  # the chosen epoch's score on faces that chose nothing
+        held_out = {"report_accuracy": round(float(history[best_epoch - 1]["report_accuracy"]), 4),
+                    "report_faces": len(report.samples)}
     final = ModelMeta(
         arch=cfg.arch, input_size=cfg.input_size, labels=classes, mean=list(meta.mean),
         std=list(meta.std), normalize=True, config=dataclasses.asdict(cfg),
-        training_data=f"{Path(root).name}: train/ ({len(x_train)} faces) for training, "
-                      f"validation/ ({len(x_val)} faces) for choosing the epoch",
+        training_data=f"{Path(root).name}: {train.name} ({len(x_train)} faces) for training, "
+                      f"{val.name} ({len(x_val)} faces) for choosing the epoch"
+                      + (f", {report.name} ({len(report.samples)} faces) for reporting" if report is not None else ""),
         val_accuracy=round(float(best_acc), 4), command=command,
         extra={**({"init_from": parent} if parent else {}),
                **({"teachers": teacher_records} if teacher_records else {}),
                **({"stopped_early": stopped} if stopped else {}),
+               **held_out,
                "device": str(dev), "autocast": "bfloat16" if dev.type == "cuda" else None,
-               "epochs_run": len(history), "best_epoch": int(np.argmax([h["val_accuracy"] for h in history])) + 1},
+               "epochs_run": len(history), "best_epoch": best_epoch},
     )
     stem = save_checkpoint(model, final, out / f"{cfg.arch}-fer")
-    _log(f"wrote {stem}.safetensors (validation accuracy {best_acc:.4f})")
+    _log(f"wrote {stem}.safetensors ({val.name} accuracy {best_acc:.4f}"
+         + (f", report half {held_out['report_accuracy']:.4f}" if held_out else "") + ")")
     return stem
+
+
+def pretrain_splits(root: str | Path, cfg: PretrainConfig):
+    """(train, the faces that choose the epoch, the report half or None) as ``cfg`` says.
+
+    >>> train, select, report = pretrain_splits("fer2013", PretrainConfig(  # doctest: +SKIP
+    ...     exclude="fer2013-validation", select_on="selection"))
+    """
+    from signfer.data.duplicates import drop_listed, drop_matched
+    from signfer.data.halves import split_halves
+
+    train = load_dataset("folder", root, split="train")
+    val = load_dataset("folder", root, split="validation")
+    train.name, val.name = "train/", "validation/"
+    if cfg.exclude:
+        before_train, before_val = len(train.samples), len(val.samples)
+        val, train = drop_listed(val, cfg.exclude), drop_matched(train, cfg.exclude)
+        train.name, val.name = "train/ (deduplicated)", "validation/ (deduplicated)"
+        _log(f"{cfg.exclude}: dropped {before_val - len(val.samples)} validation faces that occur in train "
+             f"and their {before_train - len(train.samples)} training copies")
+    if cfg.select_on == "validation":
+        return train, val, None
+    select, report = split_halves(val)
+    select.name, report.name = f"{val.name} selection half", f"{val.name} report half"
+    return train, select, report
