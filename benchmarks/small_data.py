@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/small_data.py RECIPE [RECIPE ...] [--data ckplus-dev|standin|MANIFEST]
                                               [--out DIR] [--folds 5] [--threads N] [--keep-models]
-                                              [--fuse RECIPE RECIPE ...]
+                                              [--fuse RECIPE RECIPE ...] [--ensemble K]
 
 Each recipe is a start model plus training settings (``RECIPES`` below); each runs
 ``signfer.cross_validate`` with folds grouped by subject (CK+: ``manifest.csv``'s
@@ -82,22 +82,69 @@ def recipe_out(out: Path, name: str) -> Path:
     return out.parent / f"{out.name}-{name}" if len(RECIPES[name]) > 3 else out
 
 
-def fold_probs(out: Path, name: str, arch: str, k: int, table, tta: bool) -> tuple[np.ndarray, pd.DataFrame, list]:
-    """Fold ``k``'s kept model of recipe ``name`` on that fold's own test faces:
-    (probabilities, predictions.csv, the model's labels)."""
+def model_probs(model_stem: Path, table, paths, tta: bool) -> tuple[np.ndarray, list]:
+    """A kept model's probabilities for the faces of ``table`` at ``paths``, and its labels."""
     from signfer.data.cache import load_images
     from signfer.data.spec import equalize
     from signfer.models.checkpoint import load_model
     from signfer.training.loop import predict_proba
 
-    d = fold_dir(recipe_out(out, name), _Spec(name, arch), k)
-    pred = pd.read_csv(d / "predictions.csv")
-    model, meta = load_model(d / "model")
+    model, meta = load_model(model_stem)
     spec = meta.spec
     index = {p: i for i, p in enumerate(table.samples["path"])}
-    rows = [index[p] for p in pred["path"]]
+    rows = [index[p] for p in paths]
     images = equalize(load_images(table, spec.size, crop=spec.crop, progress=False), spec.equalize)[rows]
-    return predict_proba(model, torch.from_numpy(images), spec, tta=tta), pred, list(meta.labels)
+    return predict_proba(model, torch.from_numpy(images), spec, tta=tta), list(meta.labels)
+
+
+def fold_probs(out: Path, name: str, arch: str, k: int, table, tta: bool) -> tuple[np.ndarray, pd.DataFrame, list]:
+    """Fold ``k``'s kept model of recipe ``name`` on that fold's own test faces:
+    (probabilities, predictions.csv, the model's labels)."""
+    d = fold_dir(recipe_out(out, name), _Spec(name, arch), k)
+    pred = pd.read_csv(d / "predictions.csv")
+    probs, labels = model_probs(d / "model", table, pred["path"], tta)
+    return probs, pred, labels
+
+
+def fold_ensemble(out: Path, name: str, folds: int, members: int, table) -> dict:
+    """What `train` would gain from a fold ensemble instead of one model, measured
+    without touching a test fold: for each outer fold k, recipe ``name`` is
+    cross-validated with ``members`` subject-grouped folds on the other outer
+    folds' faces alone (each member trains on (members - 1) / members of them and
+    chooses its epoch on its own inner validation part, as `train` does); the
+    members' mean probabilities (with mirror TTA) then predict fold k's faces.
+    Beside it, the same recipe's single model of fold k (trained on all of the
+    outer training faces), also with TTA, on the same faces."""
+    from signfer.data.table import SampleTable
+
+    init, techniques, train, *options = RECIPES[name]
+    arch = load_meta(init).arch
+    assigned = pd.read_csv(recipe_out(out, name) / "folds.csv")
+    fold_of = dict(zip(assigned["path"], assigned["fold"]))
+    ens, single = [], []
+    for k in range(folds):
+        outer = table.samples["path"].map(fold_of).to_numpy() != k
+        inner = SampleTable(table.samples[outer].reset_index(drop=True), name=f"{table.name} without fold {k}",
+                            classes=table.classes)
+        inner_out = out.parent / f"{out.name}-ensemble{members}-{name}" / f"outer{k}"
+        signfer.cross_validate(inner, inner_out, arch=arch, init=init, techniques=techniques, folds=members,
+                               train=TrainConfig(**train), name=name, log=_progress, keep_models=True,
+                               **(options[0] if options else {}))
+        pred = pd.read_csv(fold_dir(recipe_out(out, name), _Spec(name, arch), k) / "predictions.csv")
+        each = [model_probs(fold_dir(inner_out, _Spec(name, arch), m) / "model", table, pred["path"], True)
+                for m in range(members)]
+        labels, truth = each[0][1], pred["label"].to_numpy()
+        ens.append(float((np.asarray(labels)[np.mean([e[0] for e in each], axis=0).argmax(1)] == truth).mean()))
+        probs, _, labels = fold_probs(out, name, arch, k, table, tta=True)
+        single.append(float((np.asarray(labels)[probs.argmax(1)] == truth).mean()))
+        print(f"fold {k}: ensemble of {members} {ens[-1]:.3f}, single model {single[-1]:.3f}", file=sys.stderr,
+              flush=True)
+    ens, single = np.array(ens), np.array(single)
+    return {"recipe": f"{name}: fold ensemble of {members} (mean of probabilities, TTA)",
+            "accuracy": f"{100 * ens.mean():.1f} ± {100 * ens.std(ddof=1):.1f}",
+            "accuracy with TTA": f"single model {100 * single.mean():.1f} ± {100 * single.std(ddof=1):.1f}; "
+                                 f"paired difference {100 * (ens - single).mean():+.1f} ± "
+                                 f"{100 * (ens - single).std(ddof=1):.1f}"}
 
 
 def tta_accuracy(out: Path, name: str, arch: str, folds: int, table) -> np.ndarray:
@@ -173,6 +220,9 @@ def main() -> None:
                    help="keep each fold's model and also report the accuracy with mirror TTA")
     p.add_argument("--fuse", nargs="+", default=[], metavar="RECIPE",
                    help="also score the mean of these recipes' probabilities (their models are kept)")
+    p.add_argument("--ensemble", type=int, default=0, metavar="K",
+                   help="also score, per recipe, a fold ensemble of K members trained inside each outer "
+                        "fold's training part, against the recipe's single model (keeps the models)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out) / Path(args.data).stem
@@ -180,7 +230,7 @@ def main() -> None:
     print(f"# {command()}\n# {machine()}\n# data: {table.name}, {len(table.samples)} faces, "
           f"{table.samples['group'].nunique()} groups, {args.folds} grouped folds\n", flush=True)
     rows = []
-    keep = set(args.fuse) | (set(args.recipes) if args.keep_models else set())
+    keep = set(args.fuse) | (set(args.recipes) if args.keep_models or args.ensemble else set())
     for name in dict.fromkeys([*args.recipes, *args.fuse]):
         init, techniques, train, *options = RECIPES[name]
         arch = load_meta(init).arch
@@ -188,6 +238,10 @@ def main() -> None:
                                folds=args.folds, train=TrainConfig(**train), name=name, log=_progress,
                                keep_models=name in keep, **(options[0] if options else {}))
         rows.append(summarise(out, name, name, arch, args.folds, table if args.keep_models else None))
+        headers = list(dict.fromkeys(k for r in rows for k in r))
+        print(markdown_table(headers, [[r.get(h, "") for h in headers] for r in rows]) + "\n", flush=True)
+    for name in args.recipes if args.ensemble else []:
+        rows.append(fold_ensemble(out, name, args.folds, args.ensemble, table))
         headers = list(dict.fromkeys(k for r in rows for k in r))
         print(markdown_table(headers, [[r.get(h, "") for h in headers] for r in rows]) + "\n", flush=True)
     if args.fuse:

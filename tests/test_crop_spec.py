@@ -300,3 +300,42 @@ def test_framing_cuts_a_video_face_like_the_training_faces(astronaut, face, spec
         assert box_iou(crop_rect(box, CropSpec(framing=framing)), truth) > 0.85
         assert mad(framed, training) < 28
         assert mad(framed, training) < 0.75 * mad(default, training)
+
+
+def _reference_cut(image, box, size, spec):
+    """crop_face as it was written before it cut the frame before converting it: the
+    whole image as PIL, then PIL's crop (pads black) or one affine warp of it."""
+    from signfer.faces.crop import _eye_angle, _rotate_box, _split
+
+    pil = Image.fromarray(image).convert("RGB")
+    angle, centre = 0.0, box.centre
+    if spec.align and box.landmarks:
+        (x0, y0), (x1, y1) = box.landmarks[:2]
+        angle, centre = _eye_angle(box), ((x0 + x1) / 2.0, (y0 + y1) / 2.0)
+        box = _rotate_box(box, angle, centre)
+    rect = crop_rect(box, spec)
+    if spec.region != "full":
+        rect = _split(rect, box.landmarks[2][1] if box.landmarks else box.y + NOSE_ROW * box.h, spec.region)
+    if angle == 0.0:
+        cut = pil.crop(rect)
+    else:
+        left, top, right, bottom = rect
+        c, s = math.cos(angle), math.sin(angle)
+        ox, oy = centre
+        data = (c, -s, ox + c * (left - ox) - s * (top - oy), s, c, oy + s * (left - ox) + c * (top - oy))
+        cut = pil.transform((right - left, bottom - top), Image.AFFINE, data, resample=Image.BILINEAR,
+                            fillcolor=(0, 0, 0))
+    return np.asarray(cut.resize((size, size), Image.BILINEAR))
+
+
+def test_cutting_only_the_pixels_needed_gives_the_same_crop_as_converting_the_whole_image():
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        h, w = (int(v) for v in rng.integers(20, 200, 2))
+        image = rng.integers(0, 256, (h, w, 3) if i % 4 else (h, w), dtype=np.uint8)
+        landmarks = tuple((float(a), float(b)) for a, b in rng.uniform(-40, 240, (5, 2)))
+        box = Box(*(float(v) for v in rng.uniform(-60, 220, 2)), *(float(v) for v in rng.uniform(4, 150, 2)),
+                  1.0, landmarks)
+        spec = CropSpec(margin=float(rng.uniform(1.0, 2.0)), square=bool(i % 2), align=bool(i % 3),
+                        region=("full", "upper", "lower")[i % 3])
+        assert np.array_equal(crop_face(image, box, 32, spec), _reference_cut(image, box, 32, spec)), (i, spec)
