@@ -113,7 +113,22 @@ def bench_grid(args) -> list[list]:
                      f"{base / wall:.2f}" if base else "-", same])
     print(markdown_table(["backend", "fits", "wall min", "speed-up vs 1 worker", "results.csv identical"],
                          rows, right=[False, True, True, True, False]))
+    print()
+    print(sensitivity_table(results[first]))
     return rows
+
+
+def sensitivity_table(results: pd.DataFrame) -> str:
+    """Accuracy and mean per-class recall ("sensitivity"), mean ± sd over
+    folds, and seconds per fit, for every (configuration, architecture)."""
+    rows = []
+    for (config, arch), g in results.groupby(["config", "arch"], sort=False):
+        rows.append([config, arch, len(g),
+                     f"{100 * g.accuracy.mean():.1f} ± {100 * g.accuracy.std():.1f}",
+                     f"{100 * g.macro_recall.mean():.1f} ± {100 * g.macro_recall.std():.1f}",
+                     f"{g.seconds.mean():.0f}"])
+    return markdown_table(["configuration", "arch", "folds", "accuracy %", "sensitivity %", "s per fit"],
+                          rows, right=[False, False, True, True, True, True])
 
 
 def main(argv: list[str] | None = None) -> int:
