@@ -536,7 +536,7 @@ def cmd_annotate(args) -> int:
         res = annotate(args.videos, args.out, model=args.model, detector=args.detector, backend=args.backend,
                        every=args.every, fps=args.fps, detect_every=args.detect_every, smooth=args.smooth,
                        min_duration=args.min_duration, overlay=args.overlay, detect_size=args.detect_size,
-                       track=args.track, executor=executor)
+                       track=args.track, chunk_s=args.chunk, executor=executor)
     for r in res.results:
         print(r.summary())
     return _print_errors(res.errors)
@@ -745,6 +745,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--smooth", type=int, default=1, help="moving-average window over frames")
     s.add_argument("--min-duration", type=float, default=0.0, help="shortest ELAN segment, seconds")
     s.add_argument("--overlay", action="store_true", help="also write an MP4 with box and label")
+    s.add_argument("--chunk", type=float, default=None, metavar="SECONDS",
+                   help="cut each video into stretches of about SECONDS, one task each (with --ray, a few "
+                        "long videos then keep every core busy); the files are the same as without")
     s.set_defaults(func=cmd_annotate)
 
     s = sub.add_parser("suggest", help="the most uncertain frames, as an ELAN tier to annotate first")

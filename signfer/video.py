@@ -130,6 +130,24 @@ def iter_frames(
     return _frames(Path(path), container, stream, int(every or 1), fps)
 
 
+class _Keep:
+    """The ``every`` / ``fps`` rule of :func:`iter_frames`: called with each
+    decoded frame's index and time, in order, it says whether to keep it."""
+
+    def __init__(self, every: int, fps: float | None) -> None:
+        self.every = every
+        self.min_gap = 1.0 / fps if fps else 0.0
+        self.last: float | None = None
+
+    def __call__(self, index: int, t: float) -> bool:
+        if index % self.every:
+            return False
+        if self.last is not None and t < self.last + self.min_gap - _TIME_EPS:
+            return False
+        self.last = t
+        return True
+
+
 def _frames(
     path: Path,
     container: av.container.InputContainer,
@@ -139,9 +157,8 @@ def _frames(
 ) -> Iterator[Frame]:
     stream.thread_type = "AUTO"
     start = _start_s(container)
-    min_gap = 1.0 / fps if fps else 0.0
+    keep = _Keep(every, fps)
     step = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
-    last_kept: float | None = None
     last_time: float | None = None
     index = -1
     packets = 0
@@ -157,12 +174,8 @@ def _frames(
                     # Rare (raw streams): no pts, so advance by the nominal rate.
                     t = (last_time + step) if last_time is not None else 0.0
                 last_time = t
-                if index % every:
-                    continue
-                if last_kept is not None and t < last_kept + min_gap - _TIME_EPS:
-                    continue
-                last_kept = t
-                yield Frame(index, t, _upright(frame))
+                if keep(index, t):
+                    yield Frame(index, t, _upright(frame))
     except av.FFmpegError as exc:
         raise SignferError(
             f"{path}: decoding failed after frame {index} ({_reason(exc)})"
@@ -189,6 +202,150 @@ def _check_complete(path: Path, stream: av.video.stream.VideoStream, packets: in
             f"{path}: truncated video: the file holds {packets} of the {expected} "
             "frames its index lists"
         )
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of a video that decodes on its own, from :func:`split_frames`.
+
+    Attributes:
+        seek: decode timestamp (stream time base) of the keyframe to seek to
+            before decoding; ``None``: decode from the start of the file.
+        offset: index of the first frame listed in ``pts`` and ``times``.
+        pts: presentation timestamps (stream time base) of the frames from
+            ``offset`` to the last one wanted, in presentation order: they
+            tell each decoded frame's index after a seek.
+        times: those frames' ``timestamp_s``, as :func:`iter_frames` gives them.
+        indices: the frames to yield (indices among all decoded frames).
+    """
+
+    seek: int | None
+    offset: int
+    pts: np.ndarray
+    times: np.ndarray
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def split_frames(path: str | Path, seconds: float, *, every: int | None = None, fps: float | None = None,
+                 multiple: int = 1) -> list[Span] | None:
+    """Cut the frames ``iter_frames(path, every=every, fps=fps)`` yields into
+    stretches of about ``seconds`` each, which :func:`iter_span` decodes
+    independently (e.g. one task each on a cluster).
+
+    Each stretch but the last holds a whole multiple of ``multiple`` kept
+    frames, so that a schedule counted in kept frames (detection every N-th,
+    batches of B) restarts at every cut exactly as it would run through it.
+    Only the file's packets are read, nothing is decoded.
+
+    Returns:
+        The stretches, in order; their ``indices`` together are exactly the
+        frames :func:`iter_frames` yields. ``None`` when the container gives
+        frames no timestamps, so a seek could not tell which frame it landed
+        on (decode such a file in one piece).
+
+    Raises:
+        SignferError: as :func:`iter_frames`, or ``seconds``/``multiple`` are not positive.
+    """
+    if not seconds > 0:
+        raise SignferError(f"the length of a video's chunks must be positive, got {seconds!r} s")
+    if multiple < 1:
+        raise SignferError(f"multiple must be >= 1, got {multiple!r}")
+    container, stream = _open(path)
+    pts, dts, key = [], [], []
+    try:
+        start = _start_s(container)
+        base = stream.time_base
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.is_discard:
+                continue
+            if packet.pts is None or (packet.is_keyframe and packet.dts is None) or base is None:
+                return None
+            pts.append(packet.pts)
+            dts.append(packet.dts if packet.dts is not None else packet.pts)
+            key.append(bool(packet.is_keyframe))
+    except av.FFmpegError as exc:
+        raise SignferError(f"{path}: cannot be read as a video ({_reason(exc)})") from exc
+    finally:
+        container.close()
+    if not pts:
+        raise SignferError(f"{path}: the video has no frames")
+    order = np.argsort(pts, kind="stable")
+    pts_sorted = np.asarray(pts, dtype=np.int64)[order]
+    if len(np.unique(pts_sorted)) < len(pts_sorted):
+        return None  # two frames share a timestamp: a seek could not tell them apart
+    # the same arithmetic as _frames (an exact Fraction, then float), to the last bit
+    times = np.asarray([float(int(p) * base) - start for p in pts_sorted])
+    # a keyframe is a place to start decoding; its dts is where to seek
+    key_at = np.flatnonzero(np.asarray(key)[order])
+    key_dts = np.asarray(dts, dtype=np.int64)[order][key_at]
+    keep = _Keep(int(every or 1), fps)
+    kept = np.asarray([i for i, t in enumerate(times) if keep(i, t)], dtype=np.int64)
+    cuts = [0]
+    for p in range(multiple, len(kept), multiple):
+        if times[kept[p]] - times[kept[cuts[-1]]] >= seconds - _TIME_EPS:
+            cuts.append(p)
+    spans = []
+    for a, b in zip(cuts, cuts[1:] + [len(kept)]):
+        first, last = int(kept[a]), int(kept[b - 1])
+        k = np.searchsorted(key_at, first, side="right") - 1
+        if a == 0 or k < 0:
+            seek, offset = None, 0
+        else:
+            seek, offset = int(key_dts[k]), int(key_at[k])
+        spans.append(Span(seek, offset, pts_sorted[offset:last + 1], times[offset:last + 1], kept[a:b]))
+    return spans
+
+
+def iter_span(path: str | Path, span: Span) -> Iterator[Frame]:
+    """Decode one stretch from :func:`split_frames`: the same :class:`Frame`
+    objects (index, time, image) that :func:`iter_frames` yields for those frames.
+
+    Raises:
+        SignferError: the file cannot be read, or the frames decoded after
+            the seek are not the ones the stretch lists (the file changed, or
+            its timestamps are not what its packets said).
+    """
+    container, stream = _open(path)
+    return _span_frames(Path(path), container, stream, span)
+
+
+def _span_frames(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 span: Span) -> Iterator[Frame]:
+    stream.thread_type = "AUTO"
+    position = {int(p): span.offset + i for i, p in enumerate(span.pts)}
+    wanted = iter(span.indices.tolist())
+    target = next(wanted, None)
+    last = span.offset + len(span.pts) - 1
+    try:
+        if span.seek is not None:
+            container.seek(span.seek, stream=stream, backward=True, any_frame=False)
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                index = position.get(frame.pts) if frame.pts is not None else None
+                if index is None:
+                    if frame.pts is not None and frame.pts > span.pts[-1]:
+                        break
+                    continue  # before the stretch (decoded from the keyframe on)
+                if target is not None and index > target:
+                    break  # the seek landed past a wanted frame
+                if index == target:
+                    yield Frame(index, float(span.times[index - span.offset]), _upright(frame))
+                    target = next(wanted, None)
+                if target is None or index >= last:
+                    return
+            else:
+                continue
+            break
+    except av.FFmpegError as exc:
+        raise SignferError(f"{path}: decoding failed in the stretch from frame {span.indices[0]} "
+                           f"({_reason(exc)})") from exc
+    finally:
+        container.close()
+    raise SignferError(f"{path}: the stretch from frame {span.indices[0]} to {span.indices[-1]} did not decode "
+                       f"as its packets promised (frame {target} missing); annotate this video in one piece")
 
 
 def frame_count_hint(path: str | Path, *, every: int | None = None, fps: float | None = None) -> int | None:

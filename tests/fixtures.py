@@ -197,12 +197,15 @@ def make_manifest(
 
 
 def write_video(path: str | Path, images: Iterable[np.ndarray], fps: int, *, rotation: int = 0,
-                faststart: bool = False) -> Path:
+                faststart: bool = False, gop: int | None = None, bframes: int = 0) -> Path:
     """Encode RGB uint8 frames (all the same size) as an MPEG-4 ``.mp4``; return ``path``.
 
     Args:
         rotation: display-rotation metadata in degrees (0: none).
         faststart: put the index at the front of the file.
+        gop: a keyframe every this many frames (default: the encoder's).
+        bframes: B-frames between references, so that decoding order
+            differs from presentation order.
     """
     import av  # only the video tests need it
 
@@ -211,6 +214,10 @@ def write_video(path: str | Path, images: Iterable[np.ndarray], fps: int, *, rot
         stream = out.add_stream("mpeg4", rate=fps)
         stream.pix_fmt = "yuv420p"
         stream.options = {"qscale": "2"}
+        if gop:
+            stream.codec_context.gop_size = gop
+        if bframes:
+            stream.codec_context.max_b_frames = bframes
         if rotation:
             stream.set_display_rotation(rotation)
         for i, image in enumerate(images):

@@ -153,6 +153,22 @@ def test_videos_annotated_on_ray_give_the_same_files(ray_executor, face_videos, 
             sorted(p.name for p in (tmp_path / "local").glob(f"{v.stem}.*"))
 
 
+def test_videos_cut_into_stretches_on_ray_give_the_files_of_one_piece(ray_executor, face_videos, model,
+                                                                     tmp_path):
+    from signfer.inference.annotate import annotate_many
+    from signfer.inference.predict import make_classifier, make_detector
+
+    clf, det = make_classifier(str(model), "onnx"), make_detector(None)
+    options = dict(detect_every=1, batch_size=2)  # stretches of 2 frames: 2-3 tasks per clip
+    whole = annotate_many(face_videos, tmp_path / "whole", clf, det, **options)
+    cut = annotate_many(face_videos, tmp_path / "cut", clf, det, executor=ray_executor, chunk_s=0.2, **options)
+    assert not whole.errors and not cut.errors
+    for v in face_videos:
+        table = (tmp_path / "cut" / f"{v.stem}.frames.csv").read_bytes()
+        assert table == (tmp_path / "whole" / f"{v.stem}.frames.csv").read_bytes()
+        assert pd.read_csv(tmp_path / "cut" / f"{v.stem}.frames.csv")["face"].all()
+
+
 def test_evaluate_on_ray_gives_the_local_metrics(ray_executor, feph_small, tiny_fer, capsys):
     from signfer.cli import main
 

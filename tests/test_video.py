@@ -454,3 +454,79 @@ def test_video_without_any_face_gives_no_face_rows_not_a_crash(video, tmp_path):
     assert table["label"].isna().all() and table["prob_anger"].isna().all()
     assert result.detection_rate == 0.0
     assert result.outputs["eaf"].is_file() and result.outputs["timeline"].is_file()
+
+
+# --- stretches of a video (annotate_many's chunks) --------------------------
+
+def _gop_video(path: Path, bframes: int) -> Path:
+    """The synthetic video, with a keyframe every 6 frames: seeks land inside it."""
+    def images():
+        for i in range(N_FRAMES):
+            image = np.empty((HEIGHT, WIDTH, 3), np.uint8)
+            image[:] = colour(i)
+            yield image
+
+    return write_video(path, images(), FPS, gop=6, bframes=bframes)
+
+
+@pytest.mark.parametrize("every, fps, bframes", [(None, None, 0), (2, None, 2), (None, 4, 2)])
+def test_stretches_decode_to_the_frames_of_one_pass(tmp_path, every, fps, bframes):
+    from signfer.video import iter_span, split_frames
+
+    path = _gop_video(tmp_path / "gop.mp4", bframes)
+    whole = list(iter_frames(path, every=every, fps=fps))
+    spans = split_frames(path, 0.5, every=every, fps=fps, multiple=2)
+    assert len(spans) >= 3
+    assert any(s.seek is not None for s in spans)  # a stretch that starts by seeking, not by decoding from 0
+    assert all(len(s) % 2 == 0 for s in spans[:-1])
+    parts = [f for s in spans for f in iter_span(path, s)]
+    assert [(f.index, f.timestamp_s) for f in parts] == [(f.index, f.timestamp_s) for f in whole]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(parts, whole))
+
+
+def test_a_stretch_of_a_changed_file_is_refused_not_misread(tmp_path):
+    from signfer.video import iter_span, split_frames
+
+    path = _gop_video(tmp_path / "gop.mp4", 0)
+    last = split_frames(path, 0.5, multiple=2)[-1]
+    write_video(path, [np.zeros((HEIGHT, WIDTH, 3), np.uint8)] * 8, FPS)  # now shorter
+    with pytest.raises(SignferError, match="did not decode"):
+        list(iter_span(path, last))
+
+
+def test_chunked_annotation_writes_the_files_of_one_piece(tmp_path):
+    path = _gop_video(tmp_path / "gop.mp4", 2)
+    options = dict(detect_every=3, batch_size=4, smooth=3)
+    whole = annotate_many([path], tmp_path / "whole", FakeClassifier(), FakeDetector(), **options)
+    clf = FakeClassifier()
+    # 0.5 s is 5 frames; the stretches hold a multiple of 12 (detection every 3rd, batches of 4)
+    from signfer.video import split_frames
+
+    assert [len(s) for s in split_frames(path, 0.5, multiple=12)] == [12, 12, 6]
+    cut = annotate_many([path], tmp_path / "cut", clf, FakeDetector(), chunk_s=0.5, **options)
+    assert not whole.errors and not cut.errors
+    assert max(clf.batches) <= 4
+    for kind in ("frames.csv", "timeline.png"):
+        assert (tmp_path / "cut" / f"gop.{kind}").read_bytes() == (tmp_path / "whole" / f"gop.{kind}").read_bytes()
+    pd.testing.assert_frame_equal(cut.results[0].table, whole.results[0].table)
+    assert cut.results[0].table["box_source"].tolist()[:4] == ["detected", "tracked", "tracked", "detected"]
+
+
+def test_a_failing_stretch_fails_its_video_alone(video, tmp_path, monkeypatch):
+    import signfer.inference.annotate as annotate_module
+
+    good = make_video(tmp_path / "good.mp4")
+    real = annotate_module.iter_span
+
+    def broken(path, span):  # the second stretch of one video fails to decode
+        if Path(path).name == video.name and span.indices[0] > 0:
+            raise SignferError(f"{path}: decoding failed in the stretch from frame {span.indices[0]}")
+        return real(path, span)
+
+    monkeypatch.setattr(annotate_module, "iter_span", broken)
+    done = annotate_many([video, good], tmp_path / "out", FakeClassifier(), FakeDetector(),
+                         chunk_s=1.0, detect_every=2, batch_size=2)
+    assert [r.video for r in done.results] == [good]
+    assert len(done.errors) == 1 and done.errors[0].startswith(f"{video}: decoding failed in the stretch")
+    assert not (tmp_path / "out" / f"{video.stem}.frames.csv").exists()
+    assert len(done.results[0].table) == N_FRAMES

@@ -47,7 +47,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -71,7 +73,7 @@ from signfer.inference.schema import PROB_PREFIX, class_names, prob_columns
 from signfer.inference.classifier import stack_crops
 from signfer.inference.smoothing import smooth_probs
 from signfer.io import atomic_path
-from signfer.video import Frame, frame_count_hint, iter_frames, probe
+from signfer.video import Frame, Span, frame_count_hint, iter_frames, iter_span, probe, split_frames
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +194,7 @@ def annotate_frames(
         frames: e.g. :func:`~signfer.video.iter_frames`; consumed once.
         classifier: gives ``labels``, ``input_size`` and ``predict_proba``.
         detector: gives ``detect(rgb) -> list[Box]``.
-        batch_size: crops per ``predict_proba`` call.
+        batch_size: kept frames whose crops go to one ``predict_proba`` call.
         video: value of the ``video`` column.
         detect_every: search the whole of every N-th frame of ``frames``
             and follow the face in between as ``track`` says (see the
@@ -279,8 +281,11 @@ def annotate_frames(
         if box is not None:
             crop_rows.append(len(columns["frame"]) - 1 - block_start)
             crops.append(classifier.crop(frame.image, box))
-            if len(crops) >= batch_size:
-                flush()
+        # batches of kept frames, not of crops: a video cut into stretches of
+        # a multiple of batch_size frames (annotate_many's chunks) is then
+        # classified in exactly the same batches as in one piece
+        if (k + 1) % batch_size == 0:
+            flush()
     flush()
 
     probs = np.concatenate(blocks) if blocks else np.empty((0, width))
@@ -514,11 +519,27 @@ def annotate_video(
         SignferError: the video cannot be read (the message names it).
     """
     started = time.perf_counter()
-    path, out_dir = Path(path), Path(out_dir)
+    path = Path(path)
     frames = iter_frames(path, every=every, fps=fps)
     table = annotate_frames(frames, classifier, detector, batch_size=batch_size, video=path.name,
                             detect_every=detect_every, detect_size=detect_size, track=track,
                             total=frame_count_hint(path, every=every, fps=fps))
+    result = write_outputs(path, out_dir, table, model=getattr(classifier, "name", ""), smooth=smooth,
+                           min_duration=min_duration, overlay=overlay, write_parquet=write_parquet)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def write_outputs(path: str | Path, out_dir: str | Path, table: pd.DataFrame, *, model: str = "",
+                  smooth: int = 1, min_duration: float = 0.0, overlay: bool = False,
+                  write_parquet: bool = True) -> AnnotateResult:
+    """Smooth a video's per-frame table and write its files (see :func:`annotate_video`).
+
+    Returns:
+        An :class:`AnnotateResult` whose ``seconds`` is 0: the caller times
+        the whole.
+    """
+    path, out_dir = Path(path), Path(out_dir)
     table = add_smoothed(table, smooth)
     out_dir.mkdir(parents=True, exist_ok=True)
     planned = output_paths(path, out_dir, overlay=overlay, write_parquet=write_parquet)
@@ -526,7 +547,7 @@ def annotate_video(
     if "parquet" in planned:
         outputs["parquet"] = write_table(table, planned["parquet"])
     outputs["eaf"] = write_eaf(table, path, planned["eaf"], min_duration=min_duration,
-                               label_column="label_smoothed", model=getattr(classifier, "name", ""))
+                               label_column="label_smoothed", model=model)
     result = AnnotateResult(path, table, outputs)
     outputs["timeline"] = write_timeline(
         table, planned["timeline"],
@@ -534,7 +555,6 @@ def annotate_video(
     )
     if overlay:
         outputs["overlay"] = write_overlay(path, table, planned["overlay"])
-    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -549,6 +569,23 @@ def annotate_one(path: str | Path, out_dir: str | Path, classifier: Classifier, 
                            f"({exc.filename}: {exc.strerror or exc})") from None
 
 
+def annotate_span(path: str | Path, span: Span | None, every: int | None, fps: float | None, *,
+                  classifier: Classifier, detector: Detector, **options) -> tuple[pd.DataFrame, float]:
+    """Annotate one stretch of a video, a task of :func:`annotate_many` with
+    ``chunk_s``: that stretch's rows of the per-frame table, and the seconds taken.
+
+    ``span`` comes from :func:`~signfer.video.split_frames` (``None``: the
+    whole video, kept frames as ``every`` and ``fps`` say); ``options`` are
+    those of :func:`annotate_frames`. Nothing is written.
+    """
+    started = time.perf_counter()
+    path = Path(path)
+    frames = iter_frames(path, every=every, fps=fps) if span is None else iter_span(path, span)
+    total = len(span) if span is not None else frame_count_hint(path, every=every, fps=fps)
+    table = annotate_frames(frames, classifier, detector, video=path.name, total=total, **options)
+    return table, time.perf_counter() - started
+
+
 def annotate_many(
     paths: Iterable[str | Path],
     out_dir: str | Path,
@@ -556,6 +593,7 @@ def annotate_many(
     detector: Detector,
     *,
     executor=None,
+    chunk_s: float | None = None,
     **options,
 ) -> AnnotateManyResult:
     """Run :func:`annotate_video` on each video; a bad video does not stop the rest.
@@ -575,6 +613,14 @@ def annotate_many(
             which reads the video and writes its outputs itself (on a cluster
             both must be on storage every node sees); the classifier and the
             detector go to the object store once.
+        chunk_s: cut each video into stretches of about this many seconds,
+            one task each (:func:`annotate_span`), so that a few long videos
+            keep a cluster busy; this process then joins each video's rows
+            and writes its files. Every stretch but the last holds a multiple
+            of ``detect_every`` and of ``batch_size`` kept frames, so the
+            files are the same as from one piece. A video whose frames carry
+            no timestamps is done in one piece. A stretch that fails fails
+            its video alone.
         **options: passed on to :func:`annotate_video`.
 
     Returns:
@@ -595,19 +641,20 @@ def annotate_many(
         from signfer.experiments.executors import LocalExecutor
 
         executor = LocalExecutor()
-    fn = functools.partial(annotate_one, **options)
-    jobs = [(paths[i], out_dir) for i in todo]
-    with progress.bar(total=len(jobs), desc="videos", unit="video", leave=False) as shown:
-        for k, result, exc in executor.run(fn, jobs, shared={"classifier": classifier, "detector": detector},
-                                           catch=(SignferError,)):
-            path = paths[todo[k]]
-            if exc is not None:
-                message = " ".join(str(exc).split())
-                outcome[todo[k]] = message if str(path) in message else f"{path}: {message}"
-            else:
-                log.info("%s", result.summary())
-                outcome[todo[k]] = result
-            shown.update()
+    shared = {"classifier": classifier, "detector": detector}
+    if chunk_s is None:
+        fn = functools.partial(annotate_one, **options)
+        jobs = [(paths[i], out_dir) for i in todo]
+        with progress.bar(total=len(jobs), desc="videos", unit="video", leave=False) as shown:
+            for k, result, exc in executor.run(fn, jobs, shared=shared, catch=(SignferError,)):
+                if exc is not None:
+                    outcome[todo[k]] = _error_line(paths[todo[k]], exc)
+                else:
+                    log.info("%s", result.summary())
+                    outcome[todo[k]] = result
+                shown.update()
+    else:
+        _annotate_chunked(paths, todo, out_dir, executor, shared, chunk_s, options, outcome)
     results: list[AnnotateResult] = []
     errors: list[str] = []
     for i in sorted(outcome):
@@ -617,3 +664,62 @@ def annotate_many(
         else:
             results.append(outcome[i])
     return AnnotateManyResult(results, errors)
+
+
+def _error_line(path: Path, exc: BaseException) -> str:
+    message = " ".join(str(exc).split())
+    return message if str(path) in message else f"{path}: {message}"
+
+
+#: :func:`annotate_frames`'s options, as :func:`annotate_video` takes them.
+_FRAME_OPTIONS = ("batch_size", "detect_every", "detect_size", "track")
+
+
+def _annotate_chunked(paths: list[Path], todo: list[int], out_dir, executor, shared: dict, chunk_s: float,
+                      options: dict, outcome: dict) -> None:
+    """:func:`annotate_many` with ``chunk_s``: one task per stretch, the files
+    of each video written here as soon as all its stretches are in."""
+    every, fps = options.pop("every", None), options.pop("fps", None)
+    frame_options = {k: options.pop(k) for k in _FRAME_OPTIONS if k in options}
+    multiple = math.lcm(int(frame_options.get("detect_every", DEFAULT_DETECT_EVERY)),
+                        int(frame_options.get("batch_size", 64)))
+    jobs, owner = [], []
+    for i in todo:
+        try:
+            spans = split_frames(paths[i], chunk_s, every=every, fps=fps, multiple=multiple)
+        except SignferError as exc:
+            outcome[i] = _error_line(paths[i], exc)
+            continue
+        for span in spans or [None]:
+            jobs.append((paths[i], span, every, fps))
+            owner.append(i)
+    left = Counter(owner)
+    parts: dict[int, dict[int, tuple[pd.DataFrame, float]]] = {i: {} for i in left}
+    fn = functools.partial(annotate_span, **frame_options)
+    model = getattr(shared["classifier"], "name", "")
+    with progress.bar(total=len(jobs), desc="chunks", unit="chunk", leave=False) as shown:
+        for j, result, exc in executor.run(fn, jobs, shared=shared, catch=(SignferError,)):
+            shown.update()
+            i = owner[j]
+            if i in outcome:
+                continue  # an earlier stretch of this video failed
+            if exc is not None:
+                outcome[i] = _error_line(paths[i], exc)
+                parts.pop(i)
+                continue
+            parts[i][j] = result
+            if len(parts[i]) < left[i]:
+                continue
+            mine = parts.pop(i)
+            done = [mine[k] for k in sorted(mine)]  # in the video's order
+            started = time.perf_counter()
+            try:
+                written = write_outputs(paths[i], out_dir, pd.concat([t for t, _ in done], ignore_index=True),
+                                        model=model, **options)
+            except OSError as exc:
+                outcome[i] = (f"{paths[i]}: cannot write its outputs into {out_dir} "
+                              f"({exc.filename}: {exc.strerror or exc})")
+                continue
+            written.seconds = sum(s for _, s in done) + time.perf_counter() - started
+            log.info("%s", written.summary())
+            outcome[i] = written

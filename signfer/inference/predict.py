@@ -188,7 +188,8 @@ def check_video_options(*, every: int | None = None, fps: float | None = None, d
 def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detector=None,
              backend: str = "auto", every: int | None = None, fps: float | None = None,
              detect_every: int | None = None, smooth: int = 1, min_duration: float = 0.0,
-             overlay: bool = False, detect_size: int | None = None, track: str = "window", executor=None):
+             overlay: bool = False, detect_size: int | None = None, track: str = "window",
+             chunk_s: float | None = None, executor=None):
     """Annotate each video into ``out`` (see :func:`signfer.inference.annotate.annotate_video`).
 
     Args:
@@ -205,6 +206,8 @@ def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detec
             (default :data:`~signfer.inference.annotate.DEFAULT_DETECT_SIZE`; 0: the whole frame).
         executor: where the videos are annotated, e.g. a
             :class:`~signfer.experiments.executors.RayExecutor` (one task per video).
+        chunk_s: one task per stretch of about this many seconds of each
+            video instead (``annotate_many``); the files are the same.
 
     Returns:
         An :class:`~signfer.inference.annotate.AnnotateManyResult`: the videos
@@ -219,13 +222,16 @@ def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detec
     videos = list(videos)
     check_video_options(every=every, fps=fps, detect_every=detect_every, smooth=smooth,
                         min_duration=min_duration, detect_size=detect_size, track=track)
+    if chunk_s is not None and not chunk_s > 0:
+        raise SignferError(f"--chunk must be > 0 seconds, got {chunk_s:g}")
     # outputs before the model and the videos: a folder in the way costs nothing
     ensure_out_dir(out)
     check_out_files([f for v in videos for f in output_paths(v, out, overlay=overlay).values()])
     clf = make_classifier(model, backend)
     return annotate_many(videos, out, clf, make_detector(detector), every=every, fps=fps, smooth=smooth,
                          min_duration=min_duration, overlay=overlay, detect_every=_detect_every(detect_every),
-                         detect_size=_detect_size(detect_size), track=track, executor=executor)
+                         detect_size=_detect_size(detect_size), track=track, chunk_s=chunk_s,
+                         executor=executor)
 
 
 def _detect_every(detect_every: int | None) -> int:
