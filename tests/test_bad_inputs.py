@@ -562,6 +562,11 @@ def _fps_zero(c):
 
 
 @case("video")
+def _chunk_zero(c):
+    return Bad(annotate(c, c.tmp / "gone.mp4", extra=["--chunk", "0"]), ("--chunk", "0"), alone=True)
+
+
+@case("video")
 def _every_negative(c):
     return Bad(annotate(c, c.tmp / "gone.mp4", extra=["--every", "-1"]), ("--every",), alone=True)
 
