@@ -1,6 +1,7 @@
 """signfer on a local Ray with 1 worker against 2: the paper grid, and 20 videos annotated.
 
     .venv/bin/python benchmarks/ray_speed.py annotate [--videos 20] [--workers 1 2]
+    .venv/bin/python benchmarks/ray_speed.py chunks [--seconds 120] [--chunk 15] [--workers 1 2]
     .venv/bin/python benchmarks/ray_speed.py grid [--out DIR] [--workers 1 2] [--archs A,B] [--smoke]
 
 Each worker count gets its own local Ray (``ray.init(num_cpus=W)``), started
@@ -14,6 +15,10 @@ names until there are ``--videos`` of them, annotated with the default model,
 detector and detection size; frames/s counts every video's frames over the
 wall time of the whole corpus. The per-frame tables must be byte-identical to
 the local run's.
+
+chunks: one long video (the 320x240 clips one after another) annotated in one
+piece and cut into ``--chunk``-second stretches (``annotate --chunk``), on 1 and
+2 workers; the per-frame table must be byte-identical each time.
 
 grid: the paper grid on the FePh-sized stand-in of ``benchmarks/grid_speed.py``
 (2,500 FER2013 validation faces, synthetic groups, 5 folds); ``results.csv``
@@ -83,6 +88,69 @@ def bench_annotate(args) -> list[list]:
     return rows
 
 
+def long_video(path: Path, seconds: float) -> Path:
+    """The 320x240 signing clips one after another, until ``seconds`` of video
+    (at 25 frames/s, H.264 with a keyframe every 250 frames where FFmpeg has it)."""
+    import av
+
+    from signfer.video import iter_frames, probe
+
+    sources = [p for p in sorted(shared_path("data", "videos").glob("*.mp4"))
+               if (probe(p)["width"], probe(p)["height"]) == (320, 240)]
+    rate, n = 25, int(seconds * 25)
+    with av.open(str(path), "w", format="mp4") as out:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.codec_context.gop_size = 250
+        k = clip = 0
+        while k < n:
+            clip += 1
+            for frame in iter_frames(sources[clip % len(sources)]):
+                if k >= n:
+                    break
+                f = av.VideoFrame.from_ndarray(frame.image, format="rgb24")
+                f.pts = k
+                k += 1
+                for packet in stream.encode(f):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def bench_chunks(args) -> list[list]:
+    """One long video: one task (a second worker idles) against stretches of ``--chunk`` seconds."""
+    from signfer.inference.annotate import annotate_many
+    from signfer.inference.predict import default_model, make_classifier, make_detector
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        video = long_video(Path(tmp) / "long.mp4", args.seconds)
+        clf, det = make_classifier(default_model()), make_detector(None)
+        runs = [("local (no Ray), one piece", LocalExecutor, None)]
+        runs += [(f"Ray, {w} worker{'s' if w > 1 else ''}, {what}", lambda w=w: RayExecutor(num_cpus=w), chunk)
+                 for w in args.workers for what, chunk in (("one piece", None), (f"{args.chunk:g} s stretches",
+                                                                                  args.chunk))]
+        first = base = None
+        for label, make, chunk in runs:
+            out = Path(tmp) / str(len(rows))
+            with make() as ex:
+                start = time.perf_counter()
+                done = annotate_many([video], out, clf, det, executor=ex, chunk_s=chunk)
+                wall = time.perf_counter() - start
+            assert not done.errors, done.errors
+            frames = done.results[0].n_frames
+            table = (out / "long.frames.csv").read_bytes()
+            first = first or table
+            base = base or (wall if label.startswith("Ray, 1 worker, one") else None)
+            rows.append([label, frames, f"{wall:.1f}", f"{frames / wall:.1f}",
+                         f"{base / wall:.2f}" if base else "-", "yes" if table == first else "NO"])
+    print(markdown_table(["backend", "frames", "wall s", "frames/s", "vs 1 worker, one piece", "table identical"],
+                         rows, right=[False, True, True, True, True, False]))
+    return rows
+
+
 def bench_grid(args) -> list[list]:
     from grid_speed import make_standin
 
@@ -133,17 +201,19 @@ def sensitivity_table(results: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["annotate", "grid"])
+    ap.add_argument("what", choices=["annotate", "chunks", "grid"])
     ap.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="Ray worker counts (CPUs of the local Ray)")
     ap.add_argument("--no-local", dest="local", action="store_false", help="skip the run without Ray")
     ap.add_argument("--videos", type=int, default=20, help="annotate: corpus size")
     ap.add_argument("--out", default="runs/bench_ray", help="grid: run folders (one per backend)")
     ap.add_argument("--archs", default="mobilenetv2,efficientnet_lite0", help="grid: architectures")
     ap.add_argument("--n", type=int, default=2500, help="grid: stand-in size")
+    ap.add_argument("--seconds", type=float, default=120, help="chunks: length of the long video")
+    ap.add_argument("--chunk", type=float, default=15, help="chunks: seconds per stretch")
     ap.add_argument("--smoke", action="store_true", help="grid: 1 epoch per stage; checks the script only")
     args = ap.parse_args(argv)
     pd.set_option("display.width", 200)
-    (bench_annotate if args.what == "annotate" else bench_grid)(args)
+    {"annotate": bench_annotate, "chunks": bench_chunks, "grid": bench_grid}[args.what](args)
     print(f"\nCommand: `{command()}`  \nMachine: {machine()}")
     return 0
 
