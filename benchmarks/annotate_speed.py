@@ -403,12 +403,12 @@ def main(argv: list[str] | None = None) -> int:
         if names:
             rows.append(row(f"**all {g} clips**", g if g != "other" else "mixed", names))
     every = DEFAULT_DETECT_EVERY if args.detect_every is None else args.detect_every
-    print(f"## End to end, model {model}, detector {DEFAULT_DETECTOR}, detection size "
+    print(f"### End to end, model {model}, detector {DEFAULT_DETECTOR}, detection size "
           f"{main_size or 'whole frame'}, whole-frame detection every {every} frames, track {args.track}\n")
     print(_common.markdown_table(headers, rows, right=[False, False] + [True] * (len(headers) - 2)))
 
     # Table 2: stages.
-    print(f"\n## Where the time goes (ms per frame, {ref_backend} backend, best run of each clip)\n")
+    print(f"\n### Where the time goes (ms per frame, {ref_backend} backend, best run of each clip)\n")
     srows = []
     for n, r in e2e[ref_backend].items():
         per = {s: 1000 * v / r["frames"] for s, v in r["stages"].items()}
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                                  srows, right=[False, False] + [True] * 8))
 
     # Table 3: classification alone.
-    print(f"\n## Classification alone (model {model}, random crops, best of {args.repeats})\n")
+    print(f"\n### Classification alone (model {model}, random crops, best of {args.repeats})\n")
     print(_common.markdown_table(
         ["backend", "batch", "faces/s", f"target >= {TARGET_FACES_PER_S:.0f}"],
         [[b, n, f"{v:.0f}", "met" if v >= TARGET_FACES_PER_S else "missed"] for b, n, v in speed],
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Table 4: detection sizes.
     if sweep:
-        print(f"\n## Detection size ({ref_backend} backend; 0 = the whole frame, YuNet's own 960 px cap)\n")
+        print(f"\n### Detection size ({ref_backend} backend; 0 = the whole frame, YuNet's own 960 px cap)\n")
         whole = sweep.get(0)
         drows = []
         for ds, runs in sweep.items():
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Table 5: detection schedules.
     if schedules:
-        print(f"\n## Detection schedules ({ref_backend} backend; EVERY:TRACK:SIZE, reference 1:window:0 = "
+        print(f"\n### Detection schedules ({ref_backend} backend; EVERY:TRACK:SIZE, reference 1:window:0 = "
               "every frame searched whole at full size)\n")
         ref = schedules["1:window:0"]
         crows = []

@@ -62,6 +62,13 @@ RECIPES: dict[str, tuple] = {
     "e30-aug-lower": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
                                                        "rotate": 10.0, "scale": 0.1},
                       {"crop": CropSpec(region="lower")}),
+    # the same halves with the accurate preset's recipe (e30-aug from the 160 px start)
+    "e30-aug-160-upper": ("mobilenetv2-fer-160", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
+                                                               "rotate": 10.0, "scale": 0.1},
+                          {"crop": CropSpec(region="upper")}),
+    "e30-aug-160-lower": ("mobilenetv2-fer-160", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
+                                                               "rotate": 10.0, "scale": 0.1},
+                          {"crop": CropSpec(region="lower")}),
 }
 
 
@@ -157,14 +164,15 @@ def tta_accuracy(out: Path, name: str, arch: str, folds: int, table) -> np.ndarr
     return np.array(accs)
 
 
-def fused(out: Path, names: list[str], folds: int, table) -> dict:
+def fused(out: Path, names: list[str], folds: int, table, tta: bool = False) -> dict:
     """Mean of the recipes' probabilities per face (e.g. an upper- and a lower-face
-    model), per fold on its own test faces; accuracy and sensitivity as for a recipe."""
+    model), per fold on its own test faces; accuracy and sensitivity as for a recipe.
+    With ``tta`` each model also looks at the mirror image."""
     from sklearn.metrics import recall_score
 
     accs, sens, recalls = [], [], []
     for k in range(folds):
-        each = [fold_probs(out, n, load_meta(RECIPES[n][0]).arch, k, table, tta=False) for n in names]
+        each = [fold_probs(out, n, load_meta(RECIPES[n][0]).arch, k, table, tta=tta) for n in names]
         labels, truth = each[0][2], each[0][1]["label"].to_numpy()
         for probs, pred, lab in each:
             if lab != labels or not (pred["path"].to_numpy() == each[0][1]["path"].to_numpy()).all():
@@ -245,7 +253,11 @@ def main() -> None:
         headers = list(dict.fromkeys(k for r in rows for k in r))
         print(markdown_table(headers, [[r.get(h, "") for h in headers] for r in rows]) + "\n", flush=True)
     if args.fuse:
-        rows.append(fused(out, args.fuse, args.folds, table))
+        row = fused(out, args.fuse, args.folds, table)
+        if args.keep_models:
+            row = {"recipe": row["recipe"], "accuracy": row["accuracy"],
+                   "accuracy with TTA": fused(out, args.fuse, args.folds, table, tta=True)["accuracy"], **row}
+        rows.append(row)
         headers = list(dict.fromkeys(k for r in rows for k in r))
         print(markdown_table(headers, [[r.get(h, "") for h in headers] for r in rows]) + "\n", flush=True)
 
