@@ -133,8 +133,10 @@ def _command_line() -> str:
 
 
 def _preset_arg(p: argparse.ArgumentParser, default: str | None) -> None:
+    start = ("from the 160 px FER model when no --init is given; about 17x the time of 'fast'" if default
+             else "each row keeps its own start model; about 5x the time of 'fast' from the 64 px models")
     p.add_argument("--preset", default=default, choices=["fast", "accurate"],
-                   help="training settings: 'fast' (the paper grid's) or 'accurate' (about 6x the time; "
+                   help=f"training settings: 'fast' (the paper grid's) or 'accurate' ({start}; "
                         "see signfer.training.recipes); --set overrides apply on top"
                         + (f" (default {default})" if default else " (default: the grid's own)"))
 
