@@ -651,7 +651,7 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--arch", default="mobilenetv2")
     s.add_argument("--init", help="random, imagenet, a built-in model or a checkpoint (default: the preset's "
                                   "built-in FER model: 64 px for fast, 160 px for accurate)")
-    s.add_argument("--techniques", default="ft,ip,hf", help="any of ft,head,hf,cw,ws,ip,he; 'none' = zero-shot")
+    s.add_argument("--techniques", default="ft,ip,hf", help="any of ft,head,hf,cw,ws,ip,he,hec; 'none' = zero-shot")
     s.add_argument("--name", help="configuration name in the results (default from the techniques)")
     _train_args(s)
     _ray_args(s, "each fold is one Ray task, results are written here as they arrive")
@@ -675,7 +675,7 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--init", help="random, imagenet, a built-in model or a checkpoint (default: the preset's "
                                   "built-in FER model, 160 px for accurate; with --epochs-from alone, that run's)")
     s.add_argument("--techniques", default="ft,ip,hf",
-                   help="any of ft,head,hf,cw,ws,ip,he; must include ft or head (default ft,ip,hf)")
+                   help="any of ft,head,hf,cw,ws,ip,he,hec; must include ft or head (default ft,ip,hf)")
     s.add_argument("--preset", default=None, choices=["fast", "accurate"],
                    help="training settings (see signfer.training.recipes; default: accurate, or with "
                         "--epochs-from the settings of that run); --set overrides apply on top")

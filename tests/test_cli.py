@@ -630,3 +630,14 @@ def test_evaluate_crop_options_change_the_model_s_own_crop(trained, feph_small, 
     with pytest.raises(_Stop):
         main(["evaluate", "--dataset", "feph", "--root", str(feph_small), "--model", str(stem)])
     assert seen["crop"] is None  # evaluate_model then uses the model's own
+
+
+@pytest.mark.parametrize("command", ["cv", "train"])
+def test_techniques_help_names_every_technique(command, capsys):
+    from signfer.config import TECHNIQUES
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = "".join(capsys.readouterr().out.split())
+    listed = out.split("anyof", 1)[1].split(";", 1)[0].split(",")
+    assert listed == list(TECHNIQUES)
