@@ -19,6 +19,7 @@ from signfer.data.duplicates import (
     LISTS,
     NEAR_DISTANCE,
     describe,
+    drop_matched,
     find_duplicates,
     hash_images,
     read_list,
@@ -140,6 +141,20 @@ def test_list_round_trip_through_the_cli_and_exclude(faces, tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert rc == 0 and "skipped: 4" in stdout
     assert "duplicates: 1 of the 3 faces repeat a face earlier in the table: 1 exact" in stdout
+
+
+def test_the_matched_training_faces_leave_train_with_their_reason(faces, tmp_path):
+    out = tmp_path / "dups.csv"
+    assert main(["data", "duplicates", "--dataset", "folder", "--root", str(faces), "--split", "validation",
+                 "--against", "train", "--out", str(out)]) == 0
+    matched = set(pd.read_csv(out)["match"].dropna().map(lambda m: Path(m).name))
+    train = load_dataset("folder", faces, split="train")
+    kept = drop_matched(train, out)
+    assert matched and len(kept.samples) == len(train.samples) - len(matched)
+    assert not set(kept.samples["path"].map(lambda p: Path(p).name)) & matched
+    assert len(kept.skipped) == len(train.skipped) + len(matched)
+    assert kept.skipped["reason"].str.contains(r"on duplicate list .* \(repeated by validation/").all()
+    assert kept.name == f"{train.name} without {out}'s matches"
 
 
 def test_bad_lists_are_one_line_errors(faces, tmp_path, capsys):

@@ -334,14 +334,9 @@ def drop_listed(table: SampleTable, name_or_path: str | os.PathLike) -> SampleTa
     if not drop.any():
         raise SignferError(f"{name}: lists {len(listed)} files, none of them in {table.name}; "
                            "is it the list for this dataset?")
-    skipped = pd.DataFrame({
-        "source": s["source"].to_numpy()[drop],
-        "reason": [f"on duplicate list {name} ({reasons[f] or 'listed'}"
-                   + (f" duplicate of {matches[f]})" if matches[f] else ")") for f in file_names[drop]],
-    })
-    return SampleTable(s[~drop], name=f"{table.name} without {name}",
-                       skipped=pd.concat([table.skipped, skipped], ignore_index=True),
-                       classes=table.classes, groups_are_paths=table.groups_are_paths)
+    why = [f"on duplicate list {name} ({reasons[f] or 'listed'}"
+           + (f" duplicate of {matches[f]})" if matches[f] else ")") for f in file_names[drop]]
+    return _without(table, drop, why, f"{table.name} without {name}")
 
 
 def drop_matched(table: SampleTable, name_or_path: str | os.PathLike) -> SampleTable:
@@ -365,10 +360,14 @@ def drop_matched(table: SampleTable, name_or_path: str | os.PathLike) -> SampleT
     if not drop.any():
         raise SignferError(f"{name}: none of its {len(matched)} matched files is in {table.name}; "
                            "is it the list for this dataset?")
-    skipped = pd.DataFrame({
-        "source": s["source"].to_numpy()[drop],
-        "reason": [f"on duplicate list {name} (repeated by {matched[f]})" for f in file_names[drop]],
-    })
-    return SampleTable(s[~drop], name=f"{table.name} without {name}'s matches",
-                       skipped=pd.concat([table.skipped, skipped], ignore_index=True),
+    why = [f"on duplicate list {name} (repeated by {matched[f]})" for f in file_names[drop]]
+    return _without(table, drop, why, f"{table.name} without {name}'s matches")
+
+
+def _without(table: SampleTable, drop: np.ndarray, reasons: list[str], name: str) -> SampleTable:
+    """``table`` without the rows where ``drop`` is set; they join its skipped
+    rows, each with its reason."""
+    s = table.samples
+    skipped = pd.DataFrame({"source": s["source"].to_numpy()[drop], "reason": reasons})
+    return SampleTable(s[~drop], name=name, skipped=pd.concat([table.skipped, skipped], ignore_index=True),
                        classes=table.classes, groups_are_paths=table.groups_are_paths)
