@@ -36,39 +36,30 @@ from signfer.experiments.runner import fold_dir  # noqa: E402
 from signfer.faces.crop import CropSpec  # noqa: E402
 from signfer.models.checkpoint import load_meta  # noqa: E402
 
+E30 = {"epochs": 30, "patience": 30, "lr": 1e-3}  # the longer schedule
+E30_AUG = {**E30, "rotate": 10.0, "scale": 0.1}  # + rotation and zoom: the accurate preset's settings
+UPPER, LOWER = {"crop": CropSpec(region="upper")}, {"crop": CropSpec(region="lower")}
+
 #: name -> (init, techniques, training settings[, other cross_validate options]).
 #: ``fast`` is the paper grid's defaults; each other recipe adds one step, so
 #: each step's effect can be re-measured.
 RECIPES: dict[str, tuple] = {
     "fast": ("mobilenetv2-fer", "ft,ip,hf", {}),
-    "e30": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3}),
-    "e30-aug": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
-                                                 "rotate": 10.0, "scale": 0.1}),
-    "e30-aug-tta": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
-                                                     "rotate": 10.0, "scale": 0.1, "tta": True}),
-    "e30-aug-ls": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
-                                                    "rotate": 10.0, "scale": 0.1, "label_smoothing": 0.1}),
-    "e30-aug-160": ("mobilenetv2-fer-160", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
-                                                         "rotate": 10.0, "scale": 0.1}),
-    "lite0-160-e30-aug": ("efficientnet_lite0-fer-160", "ft,ip,hf",
-                          {"epochs": 30, "patience": 30, "lr": 1e-3, "rotate": 10.0, "scale": 0.1}),
+    "e30": ("mobilenetv2-fer", "ft,ip,hf", E30),
+    "e30-aug": ("mobilenetv2-fer", "ft,ip,hf", E30_AUG),
+    "e30-aug-tta": ("mobilenetv2-fer", "ft,ip,hf", {**E30_AUG, "tta": True}),
+    "e30-aug-ls": ("mobilenetv2-fer", "ft,ip,hf", {**E30_AUG, "label_smoothing": 0.1}),
+    "e30-aug-160": ("mobilenetv2-fer-160", "ft,ip,hf", E30_AUG),
+    "lite0-160-e30-aug": ("efficientnet_lite0-fer-160", "ft,ip,hf", E30_AUG),
     # upper and lower face alone (pre-cropped faces are split at their nose row);
     # `--fuse fast-upper fast-lower` scores the mean of their probabilities
-    "fast-upper": ("mobilenetv2-fer", "ft,ip,hf", {}, {"crop": CropSpec(region="upper")}),
-    "fast-lower": ("mobilenetv2-fer", "ft,ip,hf", {}, {"crop": CropSpec(region="lower")}),
-    "e30-aug-upper": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
-                                                       "rotate": 10.0, "scale": 0.1},
-                      {"crop": CropSpec(region="upper")}),
-    "e30-aug-lower": ("mobilenetv2-fer", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
-                                                       "rotate": 10.0, "scale": 0.1},
-                      {"crop": CropSpec(region="lower")}),
+    "fast-upper": ("mobilenetv2-fer", "ft,ip,hf", {}, UPPER),
+    "fast-lower": ("mobilenetv2-fer", "ft,ip,hf", {}, LOWER),
+    "e30-aug-upper": ("mobilenetv2-fer", "ft,ip,hf", E30_AUG, UPPER),
+    "e30-aug-lower": ("mobilenetv2-fer", "ft,ip,hf", E30_AUG, LOWER),
     # the same halves with the accurate preset's recipe (e30-aug from the 160 px start)
-    "e30-aug-160-upper": ("mobilenetv2-fer-160", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
-                                                               "rotate": 10.0, "scale": 0.1},
-                          {"crop": CropSpec(region="upper")}),
-    "e30-aug-160-lower": ("mobilenetv2-fer-160", "ft,ip,hf", {"epochs": 30, "patience": 30, "lr": 1e-3,
-                                                               "rotate": 10.0, "scale": 0.1},
-                          {"crop": CropSpec(region="lower")}),
+    "e30-aug-160-upper": ("mobilenetv2-fer-160", "ft,ip,hf", E30_AUG, UPPER),
+    "e30-aug-160-lower": ("mobilenetv2-fer-160", "ft,ip,hf", E30_AUG, LOWER),
 }
 
 
