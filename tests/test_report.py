@@ -43,7 +43,7 @@ def _write_run(out, archs=ARCHS, rename=None):
             for fold, acc in enumerate(ACC[(key, arch)]):
                 f1 = F1[(key, arch)]
                 rows.append({"config": config, "arch": arch, "fold": fold, "accuracy": acc,
-                             "macro_f1": f1, "weighted_f1": f1, "macro_recall": f1,
+                             "macro_f1": f1, "weighted_f1": f1, "macro_recall": acc - 0.1,
                              "n_train": 34, "n_val": 6, "n_test": 10, "seconds": 1.5})
                 y_pred = np.where(rng.random(10) < 0.7, Y_TRUE, rng.integers(0, 3, 10))
                 m = compute_metrics(Y_TRUE, y_pred, CLASSES) | {
@@ -101,6 +101,13 @@ def test_report_holds_the_table_in_grid_order(report):
     assert "| baseline | 84.0 ± 3.2 (70.0) | **71.0 ± 2.2 (61.0)** | 5 |" in md
     assert "| augment | **92.0 ± 1.6 (81.2)** | 70.0 ± 7.9 (55.0) | 5 |" in md
     assert md.index("| baseline |") < md.index("| augment |")
+
+
+def test_report_gives_sensitivity_beside_accuracy(report):
+    _, _, md, _ = report
+    table = md.split("## Sensitivity (mean per-class recall)", 1)[1].split("\n## ", 1)[0]
+    assert "| baseline | 74.0 ± 3.2 (84.0) | 61.0 ± 2.2 (71.0) | 5 |" in table
+    assert "| augment | 82.0 ± 1.6 (92.0) | 60.0 ± 7.9 (70.0) | 5 |" in table
 
 
 def test_report_holds_paired_tests_and_the_wilcoxon_floor(report):

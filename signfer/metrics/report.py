@@ -239,10 +239,11 @@ def _history_curves(fold_metrics: dict) -> dict:
 def report_blocks(out_dir: str | os.PathLike) -> list[Block]:
     """Build the report of a run folder as :class:`Block` s, writing its PNG figures.
 
-    The report holds the paper-style table (:func:`summary_table`), paired
+    The report holds the paper-style table (:func:`summary_table`), the same
+    table of mean per-class recall ("sensitivity") when ``results.csv`` has it, paired
     tests of every configuration against the best one of its architecture and
     across architectures (:func:`~signfer.metrics.stats.paired_tests`, on
-    accuracy and macro-F1), per-class recall pooled over folds, a per-fold
+    accuracy, macro-F1 and sensitivity), per-class recall pooled over folds, a per-fold
     accuracy plot (``fold_accuracy.png``), learning curves from each fold's
     ``history.json`` (``learning_curves.png``, when any fold chose its epoch on
     an inner validation part), one confusion matrix summed over folds per
@@ -279,6 +280,15 @@ def report_blocks(out_dir: str | os.PathLike) -> list[Block]:
             best = means.index[int(np.argmax(means.to_numpy()))]
             table.loc[best, arch] = f"**{table.loc[best, arch]}**"
     blocks.append(Block("table", table=table.reset_index()))
+    if "macro_recall" in results.columns and results["macro_recall"].notna().any():
+        blocks += [
+            Block("heading", "Sensitivity (mean per-class recall) by configuration and architecture"),
+            Block("text", "Cells: the mean over folds of each fold's recall averaged over the classes in "
+                          "its test part (\"sensitivity\", the figure Nunnari, Singh & Gebhard 2025 report) "
+                          "± sd (accuracy mean), in percent. Unlike accuracy, every class counts the "
+                          "same, so a model that never predicts a rare class loses here."),
+            Block("table", table=summary_table(results, "macro_recall", "accuracy").reset_index()),
+        ]
 
     ratio = fold_test_train_ratio(dedupe_folds(results))
     ratio_text = f"{ratio.min():.3g}" + (f" to {ratio.max():.3g}" if ratio.max() - ratio.min() > 5e-4 else "")
@@ -299,7 +309,8 @@ def report_blocks(out_dir: str | os.PathLike) -> list[Block]:
         Block("text", f"{_wilcoxon_floor_sentence(max_folds)} Read the p-values as descriptive; "
                       "they are not corrected for multiple comparisons."),
     ]
-    for metric, label in (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1")):
+    tested = [("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"), ("macro_recall", "Sensitivity")]
+    for metric, label in [(m, name) for m, name in tested if m in results.columns and results[m].notna().any()]:
         tests = paired_tests(results, metric=metric, overall=True)
         scopes = [("arch", "within each architecture")]
         if len(archs) > 1:
