@@ -259,6 +259,8 @@ def report_blocks(out_dir: str | os.PathLike) -> list[Block]:
     configs = ordered_unique(results["config"])
     archs = ordered_unique(results["arch"])
     agg = aggregate(results, [m for m in METRICS if m in results.columns])
+    # older run folders have no macro_recall column (or an empty one): no sensitivity there
+    measured = {m for m in METRICS if m in results.columns and results[m].notna().any()}
     fold_metrics = load_fold_metrics(out_dir, results)
     max_folds = int(agg["n_folds"].max())
 
@@ -280,7 +282,7 @@ def report_blocks(out_dir: str | os.PathLike) -> list[Block]:
             best = means.index[int(np.argmax(means.to_numpy()))]
             table.loc[best, arch] = f"**{table.loc[best, arch]}**"
     blocks.append(Block("table", table=table.reset_index()))
-    if "macro_recall" in results.columns and results["macro_recall"].notna().any():
+    if "macro_recall" in measured:
         blocks += [
             Block("heading", "Sensitivity (mean per-class recall) by configuration and architecture"),
             Block("text", "Cells: the mean over folds of each fold's recall averaged over the classes in "
@@ -310,7 +312,7 @@ def report_blocks(out_dir: str | os.PathLike) -> list[Block]:
                       "they are not corrected for multiple comparisons."),
     ]
     tested = [("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"), ("macro_recall", "Sensitivity")]
-    for metric, label in [(m, name) for m, name in tested if m in results.columns and results[m].notna().any()]:
+    for metric, label in [(m, name) for m, name in tested if m in measured]:
         tests = paired_tests(results, metric=metric, overall=True)
         scopes = [("arch", "within each architecture")]
         if len(archs) > 1:
