@@ -380,6 +380,16 @@ def _feph_unquoted_comma(c):
 
 
 @case("csv")
+def _feph_quote_left_open(c):
+    # Read leniently, the open quote would swallow rows 4-7 into one field.
+    rows = feph_rows(n_videos=3, frames=7)
+    lines = [f"{i},{lab}\n" for i, lab in rows[:6]]
+    lines[2] = '"' + lines[2]
+    text = "External ID,Facial_label\n" + "".join(lines)
+    return Bad(summary(feph_csv(c, text)), ("FePh_labels.csv:4", "quote left open"))
+
+
+@case("csv")
 def _feph_missing_image(c):
     rows = feph_rows(n_videos=3, frames=7)
     root = make_feph(c.tmp / "FePh", rows, missing=[rows[6][0]], size=SIZE)

@@ -65,11 +65,15 @@ def read_csv_records(
         SignferError: on missing columns (naming the file, the missing and
             the found columns), on undecodable text, or on a row with more
             fields than the header (an unquoted ``4,5`` would otherwise shift
-            silently into a neighbouring column).
+            silently into a neighbouring column), or on malformed quoting (a quote
+            left open would otherwise swallow every row after it).
     """
+    start = 1  # the line where the record being read starts
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
+            # strict: a stray quote is an error, not a field that swallows
+            # every row after it.
+            reader = csv.reader(f, strict=True)
             try:
                 header = next(reader)
             except StopIteration:
@@ -99,7 +103,9 @@ def read_csv_records(
     except UnicodeDecodeError as e:
         raise SignferError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except csv.Error as e:
-        raise SignferError(f"{path.name}:{reader.line_num}: unreadable CSV row ({e})") from None
+        raise SignferError(
+            f"{path.name}:{start}: unreadable CSV row ({e}; is a quote left open?)"
+        ) from None
     return records, present
 
 
