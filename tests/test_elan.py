@@ -199,6 +199,37 @@ def test_missing_tier_and_missing_video_are_one_line_errors(annotated, tmp_path)
         read_eaf(tmp_path / "missing.eaf")
 
 
+def test_two_videos_with_one_name_keep_their_own_crops_and_groups(tmp_path):
+    # p1/clip.mp4 and p2/clip.mp4: named by stem alone, p2's crops would
+    # overwrite p1's and the two videos would become one group.
+    eafs = []
+    for person in ("p1", "p2"):
+        (tmp_path / person).mkdir()
+        video = make_video(tmp_path / person / "clip.mp4")
+        eafs.append(annotate_video(video, tmp_path / person, FakeClassifier(), FakeDetector(),
+                                   write_parquet=False).outputs["eaf"])
+    out_csv = manifest_from_elan(eafs, tier="expression", out_csv=tmp_path / "m.csv",
+                                 detector=FakeDetector(), per_segment=1, size=32)
+    manifest = pd.read_csv(out_csv)
+    assert manifest["group"].nunique() == 2 and manifest["path"].is_unique
+    assert all(group.startswith("clip-") for group in manifest["group"])
+    assert manifest.groupby("group").size().tolist() == [6, 6]
+    assert all((tmp_path / path).is_file() for path in manifest["path"])
+    # The same video named twice (two annotators' files) stays one group.
+    again = manifest_from_elan([eafs[0], eafs[0]], tier="expression",
+                               out_csv=tmp_path / "again.csv", detector=FakeDetector(),
+                               per_segment=1, size=32)
+    assert set(pd.read_csv(again)["group"]) == {"clip"}
+
+
+def test_manifest_must_be_named_csv(annotated, tmp_path):
+    # The manifest loader reads CSV; a .tsv or .parquet manifest could not be read back.
+    _, eaf = annotated
+    with pytest.raises(SignferError, match="m.tsv: a manifest is a CSV file; name it m.csv"):
+        manifest_from_elan([eaf], tier="expression", out_csv=tmp_path / "m.tsv",
+                           detector=FakeDetector())
+
+
 def test_manifest_from_elan_feeds_cross_validation(tmp_path, capsys):
     """The annotation loop closes: annotate -> ELAN -> manifest -> `signfer cv`."""
     from signfer.cli import main

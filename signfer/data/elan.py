@@ -8,7 +8,8 @@ same :func:`~signfer.faces.crop.crop_face` that video inference uses.
 The manifest is a CSV with the columns ``path`` (relative to the CSV's
 folder, with forward slashes), ``label`` (canonical, see
 :func:`signfer.labels.canonical`) and ``group`` (the video's file name stem,
-so that frames of one video stay on one side of a split).
+so that frames of one video stay on one side of a split; where two different
+videos share a stem, the stem and a short hash of the video's path).
 
 >>> manifest_from_elan(["clip.eaf"], tier="expression", out_csv="data/clip.csv",
 ...                    detector=detector)  # doctest: +SKIP
@@ -17,9 +18,11 @@ PosixPath('data/clip.csv')
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -115,6 +118,23 @@ def _sample_times(start_s: float, end_s: float, n: int) -> list[float]:
     return [start_s + (end_s - start_s) * (i + 0.5) / n for i in range(n)]
 
 
+def _video_names(videos: Iterable[Path]) -> dict[Path, str]:
+    """A crop folder and group name for each distinct video (keyed by its resolved path).
+
+    The name is the file stem, unless two different videos share it
+    (``p1/clip.mp4`` and ``p2/clip.mp4``): then each gets the stem and a short
+    hash of its resolved path, so that neither's crops overwrite the other's
+    and the two stay separate groups.
+    """
+    distinct = list(dict.fromkeys(Path(v).resolve() for v in videos))
+    stems = Counter(v.stem for v in distinct)
+    return {
+        v: v.stem if stems[v.stem] == 1
+        else f"{v.stem}-{hashlib.sha1(str(v).encode()).hexdigest()[:8]}"
+        for v in distinct
+    }
+
+
 def _slug(label: str) -> str:
     return re.sub(r"[^\w-]+", "-", label).strip("-") or "label"
 
@@ -135,14 +155,15 @@ def manifest_from_elan(
     evenly inside its span (centres of equal parts); the frame showing at
     each time is decoded, the largest face detected and cropped with
     :func:`~signfer.faces.crop.crop_face`, and saved as PNG under
-    ``<out_csv folder>/<out_csv stem>_faces/<video stem>/``. Frames without a
+    ``<out_csv folder>/<out_csv stem>_faces/<video name>/`` (the video's file
+    stem, made unique when two videos share one). Frames without a
     face, empty annotations and times past the video's end are skipped,
     counted and logged. Times that hit the same frame give one crop.
 
     Args:
         eaf_paths: the ``.eaf`` files.
         tier: the tier holding expression labels.
-        out_csv: the manifest to write (atomically).
+        out_csv: the manifest to write (atomically), a ``.csv`` file.
         detector: finds faces (``detect(rgb) -> list[Box]``).
         size: side of the saved crops in pixels; default 112.
         per_segment: frames sampled per annotation.
@@ -153,8 +174,9 @@ def manifest_from_elan(
         ``out_csv`` as a :class:`~pathlib.Path`.
 
     Raises:
-        SignferError: an ``.eaf`` is unreadable, lacks ``tier`` or its video,
-            or no crop at all could be made.
+        SignferError: ``out_csv`` is not named ``.csv``, an ``.eaf`` is
+            unreadable, lacks ``tier`` or its video (all checked before any
+            video is decoded), or no crop at all could be made.
     """
     eaf_paths = [Path(p) for p in eaf_paths]
     if not eaf_paths:
@@ -167,13 +189,23 @@ def manifest_from_elan(
         raise SignferError(f"size must be at least 16 pixels, got {size}")
     size = int(size or DEFAULT_CROP_SIZE)
     out_csv = Path(out_csv)
+    if out_csv.suffix.lower() != ".csv":
+        raise SignferError(f"{out_csv}: a manifest is a CSV file; name it {out_csv.stem}.csv")
     faces_dir = out_csv.parent / f"{out_csv.stem}_faces"
     check_out_files([out_csv], "manifest")  # before any video is decoded
     ensure_out_dir(faces_dir, "face crops folder")
-    rows: list[dict] = []
+    sources = []
     for eaf_path in eaf_paths:
-        rows += _crops_from_eaf(eaf_path, tier, detector, size, per_segment, video,
-                                faces_dir, out_csv.parent)
+        eaf = read_eaf(eaf_path)
+        tiers = list(eaf.get_tier_names())
+        if tier not in tiers:
+            raise SignferError(f"{eaf_path}: no tier {tier!r}; tiers: {', '.join(tiers) or 'none'}")
+        sources.append((eaf_path, eaf, linked_video(eaf, eaf_path, video)))
+    names = _video_names(video_path for _, _, video_path in sources)
+    rows: list[dict] = []
+    for eaf_path, eaf, video_path in sources:
+        rows += _crops_from_eaf(eaf_path, eaf, tier, video_path, names[video_path.resolve()],
+                                detector, size, per_segment, faces_dir, out_csv.parent)
     if not rows:
         raise SignferError(
             f"{out_csv}: no face crops could be made from {len(eaf_paths)} ELAN file(s)"
@@ -184,19 +216,16 @@ def manifest_from_elan(
 
 def _crops_from_eaf(
     eaf_path: Path,
+    eaf: pympi.Elan.Eaf,
     tier: str,
+    video_path: Path,
+    name: str,
     detector: Detector,
     size: int,
     per_segment: int,
-    video: str | Path | None,
     faces_dir: Path,
     csv_dir: Path,
 ) -> list[dict]:
-    eaf = read_eaf(eaf_path)
-    tiers = list(eaf.get_tier_names())
-    if tier not in tiers:
-        raise SignferError(f"{eaf_path}: no tier {tier!r}; tiers: {', '.join(tiers) or 'none'}")
-    video_path = linked_video(eaf, eaf_path, video)
     targets: list[_Target] = []
     empty = 0
     for annotation in eaf.get_annotation_data_for_tier(tier):
@@ -209,7 +238,6 @@ def _crops_from_eaf(
         targets += [_Target(t, label) for t in times]
     targets.sort(key=lambda t: t.time_s)
 
-    stem = video_path.stem
     rows: list[dict] = []
     no_face = 0
 
@@ -222,11 +250,11 @@ def _crops_from_eaf(
             return
         face = Image.fromarray(crop_face(frame.image, box, size))
         for label in labels:
-            png = faces_dir / stem / f"{stem}_f{frame.index:06d}_{_slug(label)}.png"
+            png = faces_dir / name / f"{name}_f{frame.index:06d}_{_slug(label)}.png"
             with atomic_path(png) as tmp:
                 face.save(tmp, format="PNG")
             rows.append({"path": Path(os.path.relpath(png, csv_dir)).as_posix(),
-                         "label": label, "group": stem})
+                         "label": label, "group": name})
 
     # One pass over the video: a time belongs to the last frame shown at or
     # before it, so each frame's targets are known once the next frame arrives.
