@@ -453,6 +453,13 @@ def _group_empty(c):
 
 
 @case("manifest")
+def _image_in_two_groups(c):
+    # Written two ways, one image; in two groups it could sit on both sides of a split.
+    csv = manifest(c, [("a.png", "happy", "v1"), ("b.png", "sad", "v2"), ("./a.png", "happy", "v3")])
+    return Bad(summary(csv, "manifest"), ("manifest.csv:4", "in group 'v3' here but in 'v1' on manifest.csv:2"))
+
+
+@case("manifest")
 def _empty_path(c):
     csv = manifest(c, [("a.png", "happy", "v1"), ("", "sad", "v1")])
     return Bad(summary(csv, "manifest"), ("manifest.csv:3", "empty path"))

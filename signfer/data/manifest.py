@@ -241,7 +241,8 @@ def load_manifest(csv_path: str | os.PathLike, *, allow_new_labels: bool = False
     (a typo such as ``hapy``) is an error listing the known names, unless
     ``allow_new_labels``, which keeps it lower-cased as a class of its own. A
     row with an empty label is skipped and counted. When the ``group`` column
-    is present, every used row must fill it: a half-grouped table would let
+    is present, every used row must fill it (and an image listed on several
+    rows must name the same group on each): a half-grouped table would let
     frames of one video land on both sides of a split; a group written as a
     missing value (``NaN``, ``NA``, ``null``, ``None``, any case) counts as
     empty, since a spreadsheet's blanks would otherwise all become one group.
@@ -263,7 +264,7 @@ def load_manifest(csv_path: str | os.PathLike, *, allow_new_labels: bool = False
     Raises:
         SignferError: if the file is absent or lacks ``path``/``label``, a
             path is empty, leaves the folder or names no file, a group is
-            empty (or a missing value), a label is unknown (without
+            empty (or a missing value), an image is in two groups, a label is unknown (without
             ``allow_new_labels``), or no row is usable.
 
     Example:
@@ -285,6 +286,7 @@ def load_manifest(csv_path: str | os.PathLike, *, allow_new_labels: bool = False
     rows: list[tuple[str, str, str | None, str]] = []
     skipped: list[tuple[str, str]] = []
     missing: list[tuple[str, str]] = []
+    first_group: dict[str, tuple[str, str]] = {}  # path -> (group, where) of its first row
     for line, values in records:
         where = f"{csv_path.name}:{line}"
         written = values["path"].strip()
@@ -308,6 +310,13 @@ def load_manifest(csv_path: str | os.PathLike, *, allow_new_labels: bool = False
                 raise SignferError(
                     f"{where}: {what} (when the group column is present, "
                     "every row must name its group)"
+                )
+            seen_group, seen_where = first_group.setdefault(path, (group, where))
+            if seen_group != group:
+                raise SignferError(
+                    f"{where}: {written} is in group {group!r} here but in {seen_group!r} on "
+                    f"{seen_where}; one image belongs to one group, or it could land on both "
+                    "sides of a split"
                 )
         if path_problem(path):
             missing.append((where, path))
