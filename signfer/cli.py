@@ -48,9 +48,9 @@ def _dataset_args(p: argparse.ArgumentParser, required: bool = True, crop: bool 
                    help="images are frames, not face crops: detect and crop the face "
                         "(optionally name the detector; see `signfer detectors`)")
     g.add_argument("--exclude", metavar="LIST",
-                   help="leave out the faces on a duplicate list (matched by file name): a CSV with a "
-                        "`file` column, as `signfer data duplicates --out` writes, or a built-in list: "
-                        "fer2013-validation (FER2013 validation faces that also occur in train)")
+                   help="leave out the faces on a duplicate list (matched by file name, or by path "
+                        "where names repeat): a CSV with a `file` column, as `signfer data duplicates "
+                        "--out` writes, or a built-in list: fer2013-validation (FER2013 validation faces that also occur in train)")
     if not crop:
         return
     # how faces are cut: one CropSpec, saved with every model trained here

@@ -157,6 +157,27 @@ def test_the_matched_training_faces_leave_train_with_their_reason(faces, tmp_pat
     assert kept.name == f"{train.name} without {out}'s matches"
 
 
+def test_lists_of_a_manifest_tell_faces_that_share_a_file_name_apart(tmp_path, capsys):
+    # a/0002.png copies a/0001.png; b/ holds two other faces under the same file names.
+    root = tmp_path / "m"
+    for path, seed in [("a/0001.png", 1), ("a/0002.png", 1), ("b/0001.png", 2), ("b/0002.png", 3)]:
+        _save(root / path, _face(seed))
+    (root / "m.csv").write_text("path,label,group\na/0001.png,happy,a\na/0002.png,happy,a\n"
+                                "b/0001.png,sad,b\nb/0002.png,sad,b\n")
+    out = tmp_path / "dups.csv"
+    assert main(["data", "duplicates", "--dataset", "manifest", "--root", str(root / "m.csv"),
+                 "--out", str(out)]) == 0
+    listed = pd.read_csv(out)
+    # paths relative to the manifest's folder, as its own rows are
+    assert listed[["file", "match"]].values.tolist() == [["a/0002.png", "a/0001.png"]]
+    kept = load_dataset("manifest", root / "m.csv", exclude=str(out))
+    assert sorted(Path(p).relative_to(root).as_posix() for p in kept.samples["path"]) == [
+        "a/0001.png", "b/0001.png", "b/0002.png"]
+    left = drop_matched(load_dataset("manifest", root / "m.csv"), out)
+    assert sorted(Path(p).relative_to(root).as_posix() for p in left.samples["path"]) == [
+        "a/0002.png", "b/0001.png", "b/0002.png"]
+
+
 def test_bad_lists_are_one_line_errors(faces, tmp_path, capsys):
     with pytest.raises(SignferError, match="no such duplicate list.*fer2013-validation"):
         load_dataset("folder", faces, split="validation", exclude=str(tmp_path / "none.csv"))

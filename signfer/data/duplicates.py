@@ -275,8 +275,11 @@ def describe(dups: pd.DataFrame, table: SampleTable, against: SampleTable | None
 # ---------------------------------------------------------------- lists of faces to leave out
 
 def to_list(dups: pd.DataFrame, root: str | os.PathLike) -> pd.DataFrame:
-    """:func:`find_duplicates`' rows as a duplicate list: paths relative to ``root``."""
+    """:func:`find_duplicates`' rows as a duplicate list: paths relative to
+    ``root``, or to its folder when ``root`` is a file (a manifest CSV)."""
     root = Path(root).expanduser().resolve()
+    if root.is_file():
+        root = root.parent
 
     def rel(p: str) -> str:
         return Path(os.path.relpath(p, root)).as_posix()
@@ -293,7 +296,7 @@ def read_list(name_or_path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
 
     Raises:
         SignferError: not a built-in name and not a readable CSV with a ``file``
-            column, or two entries with the same file name.
+            column, or a file listed twice.
     """
     name = str(name_or_path)
     path = LISTS.get(name, Path(name).expanduser())
@@ -306,36 +309,65 @@ def read_list(name_or_path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
         raise SignferError(f"{path}: not a readable CSV: {str(e).splitlines()[0]}") from None
     if "file" not in df.columns:
         raise SignferError(f"{path}: lacks the `file` column (has {', '.join(df.columns)})")
-    names = df["file"].map(lambda f: Path(f).name)
-    twice = names[names.duplicated()]
+    twice = df["file"][df["file"].duplicated()]
     if len(twice):
-        raise SignferError(f"{path}: file name {twice.iloc[0]!r} is listed twice; "
-                           "entries are matched by file name, so each must be unique")
-    return df.assign(name=names), name
+        raise SignferError(f"{path}: {twice.iloc[0]!r} is listed twice")
+    return df, name
+
+
+def _rows_named(paths: pd.Series, entries: pd.Series) -> dict[int, int]:
+    """Which rows of a table the entries of a duplicate list name: row position -> entry position.
+
+    An entry names the one row with its file name (FER2013's
+    ``PublicTest_<id>.jpg`` names are unique), so a list works whichever folder
+    holds the dataset and whether the table was read from the dataset root or
+    from a split folder. Where several rows share the file name
+    (``a/0001.png``, ``b/0001.png``), it names those whose path ends with the
+    entry's whole path.
+    """
+    parts = [Path(p).parts for p in paths]
+    by_name: dict[str, list[int]] = {}
+    for i, row_parts in enumerate(parts):
+        by_name.setdefault(row_parts[-1], []).append(i)
+    named: dict[int, int] = {}
+    for k, entry in enumerate(entries):
+        if not entry:
+            continue
+        entry_parts = Path(entry).parts
+        rows = by_name.get(entry_parts[-1], [])
+        if len(rows) > 1:
+            rows = [i for i in rows if parts[i][-len(entry_parts):] == entry_parts]
+        named.update((i, k) for i in rows)
+    return named
+
+
+def _mask(n: int, rows: dict[int, int]) -> np.ndarray:
+    drop = np.zeros(n, bool)
+    drop[list(rows)] = True
+    return drop
 
 
 def drop_listed(table: SampleTable, name_or_path: str | os.PathLike) -> SampleTable:
     """``table`` without the faces on a duplicate list, which join its skipped rows.
 
-    Faces are matched by file name (FER2013's ``PublicTest_<id>.jpg`` names are
-    unique), so the list works whichever folder holds the dataset and whether
-    the table was read from the dataset root or from the split folder.
+    Entries name faces as :func:`_rows_named` says: by file name, or by their
+    whole path where file names repeat.
 
     Raises:
         SignferError: when the list names none of the table's files (the wrong
             list for this dataset).
     """
     listed, name = read_list(name_or_path)
-    reasons = dict(zip(listed["name"], listed.get("reason", pd.Series([""] * len(listed)))))
-    matches = dict(zip(listed["name"], listed.get("match", pd.Series([""] * len(listed)))))
-    s = table.samples
-    file_names = s["path"].map(lambda p: Path(p).name)
-    drop = file_names.isin(reasons).to_numpy()
-    if not drop.any():
+    reasons = listed.get("reason", pd.Series([""] * len(listed))).tolist()
+    matches = listed.get("match", pd.Series([""] * len(listed))).tolist()
+    named = _rows_named(table.samples["path"], listed["file"])
+    if not named:
         raise SignferError(f"{name}: lists {len(listed)} files, none of them in {table.name}; "
                            "is it the list for this dataset?")
-    why = [f"on duplicate list {name} ({reasons[f] or 'listed'}"
-           + (f" duplicate of {matches[f]})" if matches[f] else ")") for f in file_names[drop]]
+    drop = _mask(len(table.samples), named)
+    why = [f"on duplicate list {name} ({reasons[k] or 'listed'}"
+           + (f" duplicate of {matches[k]})" if matches[k] else ")")
+           for k in (named[i] for i in np.flatnonzero(drop))]
     return _without(table, drop, why, f"{table.name} without {name}")
 
 
@@ -353,14 +385,14 @@ def drop_matched(table: SampleTable, name_or_path: str | os.PathLike) -> SampleT
     if "match" not in listed.columns:
         raise SignferError(f"{name}: has no `match` column, so it cannot say which faces of "
                            f"{table.name} to drop")
-    matched = {Path(m).name: f for m, f in zip(listed["match"], listed["file"]) if m}
-    s = table.samples
-    file_names = s["path"].map(lambda p: Path(p).name)
-    drop = file_names.isin(matched).to_numpy()
-    if not drop.any():
-        raise SignferError(f"{name}: none of its {len(matched)} matched files is in {table.name}; "
+    named = _rows_named(table.samples["path"], listed["match"])
+    if not named:
+        n_matches = int((listed["match"] != "").sum())
+        raise SignferError(f"{name}: none of its {n_matches} matched files is in {table.name}; "
                            "is it the list for this dataset?")
-    why = [f"on duplicate list {name} (repeated by {matched[f]})" for f in file_names[drop]]
+    drop = _mask(len(table.samples), named)
+    files = listed["file"].tolist()
+    why = [f"on duplicate list {name} (repeated by {files[named[i]]})" for i in np.flatnonzero(drop)]
     return _without(table, drop, why, f"{table.name} without {name}'s matches")
 
 
