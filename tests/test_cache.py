@@ -39,6 +39,24 @@ def test_images_are_decoded_once_and_reused(tmp_path):
     assert int(c[0].mean()) == 200
 
 
+def test_a_damaged_cache_entry_is_made_again(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SIGNFER_CACHE", str(tmp_path / "cache"))  # this test's entry alone
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((20, 30, 3), 50 * (i + 1), np.uint8)).save(paths[-1])
+    t = table_of(paths)
+    first = load_images(t, 12)
+    (entry,) = cache_dir().glob("images-12px-*.npy")
+    entry.write_bytes(entry.read_bytes()[:100])  # cut short, as by a full disk
+    assert np.array_equal(load_images(t, 12), first)
+    assert "is damaged" in capsys.readouterr().err
+    np.save(entry, np.zeros((5, 12, 12, 3), np.uint8))  # another table's array
+    assert np.array_equal(load_images(t, 12), first)
+    assert "not uint8 (2, 12, 12, 3)" in capsys.readouterr().err
+    assert np.array_equal(np.load(entry), first)  # and written again
+
+
 def test_unreadable_image_names_the_file_and_row(tmp_path):
     good, bad = tmp_path / "good.png", tmp_path / "bad.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)

@@ -15,6 +15,7 @@ import os
 import sys
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -99,6 +100,22 @@ def read_rgb(path: str, source: str = "") -> np.ndarray:
     return rgb
 
 
+def _read_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The cached array at ``path``, or ``None`` (with a note) when it is damaged
+    or not of ``shape`` (a truncated or foreign file), so that it is made again."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        print(f"  the image cache {path} is damaged ({_reason(e)}); reading the images again",
+              file=sys.stderr)
+        return None
+    if array.shape != shape or array.dtype != np.uint8:
+        print(f"  the image cache {path} holds {array.dtype} {array.shape}, not uint8 {shape}; "
+              "reading the images again", file=sys.stderr)
+        return None
+    return array
+
+
 def _reason(e: BaseException) -> str:
     if isinstance(e, OSError) and e.errno == errno.ELOOP:
         return "symbolic link loop"
@@ -133,7 +150,9 @@ def load_images(
     crop = crop or CropSpec()
     path = cache_dir() / f"images-{size}px-{_key(paths, size, crop_faces, crop)}.npy"
     if use_cache and path.exists():
-        return np.load(path)
+        cached = _read_cached(path, (len(paths), size, size, 3))
+        if cached is not None:
+            return cached
     detector = None
     if crop_faces:
         from signfer.faces import create_detector
