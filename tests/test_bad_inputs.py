@@ -279,6 +279,14 @@ def _folder_dataset_broken_link(c):
 
 
 @case("image")
+def _folder_dataset_fifo(c):
+    # a named pipe would block the reader for ever
+    root = make_folder_dataset(c.tmp / "faces")
+    os.mkfifo(root / "happy" / "pipe.png")
+    return Bad(summary(root, "folder"), ("happy/pipe.png", "not a regular file"))
+
+
+@case("image")
 def _manifest_path_is_symlink_loop(c):
     csv = make_manifest(c.tmp, [("a.png", "happy", "v1")], missing=["a.png"])
     os.symlink("a.png", c.tmp / "a.png")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from signfer.data.manifest import build_table, path_problem
+from signfer.data.manifest import build_table, path_problem, raise_missing
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 from signfer.labels import canonical
@@ -136,6 +136,9 @@ def load_folder(root: str | os.PathLike, *, split: str | None = None) -> SampleT
                 skipped.append((class_entry.path, "file outside class folders"))
             else:
                 _read_class(Path(class_entry.path), rows, skipped)
+    # A named pipe or device named like an image would block the reader; a
+    # broken link would fail later: refuse them now, naming the file.
+    raise_missing([(os.path.relpath(path, root), path) for path, *_ in rows if path_problem(path)])
     name = root.name if split is None else f"{root.name}/{split}"
     return build_table(rows, skipped, name=name, where=root)
 
