@@ -96,9 +96,11 @@ def _load_table(args):
 def _crop(args) -> str | None:
     if not args.crop_faces:
         return None
-    from signfer.faces import DEFAULT_DETECTOR
+    from signfer.faces import DEFAULT_DETECTOR, check_detector_name
 
-    return DEFAULT_DETECTOR if args.crop_faces == "default" else args.crop_faces
+    name = DEFAULT_DETECTOR if args.crop_faces == "default" else args.crop_faces
+    check_detector_name(name)
+    return name
 
 
 def _crop_spec(args, base=None):

@@ -865,6 +865,19 @@ def _grid_name_a_number(c):
 
 
 @case("setting")
+def _grid_unknown_detector_in_a_later_config(c):
+    # found before the first config trains, not hours later
+    return Bad(grid(c, {"configs": [{"techniques": ["ft"]}, {"name": "B", "techniques": ["ft"],
+                                                             "crop_faces": "nosuch"}]}),
+               ("grid.yaml: configs[1]", "unknown face detector 'nosuch'"))
+
+
+@case("setting")
+def _summary_unknown_detector(c):
+    return Bad(summary(c.feph_small, "feph", "--crop-faces", "nosuch"), ("unknown face detector 'nosuch'",))
+
+
+@case("setting")
 def _grid_not_yaml(c):
     return Bad(grid(c, "configs: [\n  - {techniques: [ft]\n"), ("grid.yaml",))
 

@@ -23,6 +23,7 @@ from signfer.config import (
     technique_label,
 )
 from signfer.errors import SignferError
+from signfer.faces import check_detector_name
 from signfer.faces.crop import CropSpec
 from signfer.models.checkpoint import IMAGENET_INPUT_SIZE, default_init
 from signfer.models.registry import get_arch
@@ -209,8 +210,13 @@ def grid_from_yaml(path: str | Path) -> Grid:
             if value is not None and not isinstance(value, str):
                 raise SignferError(f"{where}: {key} must be text, got {value!r}")
         crop_faces = c.get("crop_faces")
-        if crop_faces is not None and not isinstance(crop_faces, str):
-            raise SignferError(f"{where}: crop_faces must be a detector name, got {crop_faces!r}")
+        if crop_faces is not None:
+            if not isinstance(crop_faces, str):
+                raise SignferError(f"{where}: crop_faces must be a detector name, got {crop_faces!r}")
+            try:
+                check_detector_name(crop_faces)
+            except SignferError as e:
+                raise SignferError(f"{where}: {e}") from None
         try:
             crop = CropSpec.from_dict(c["crop"]) if c.get("crop") is not None else None
         except (SignferError, TypeError) as e:

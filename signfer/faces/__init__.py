@@ -32,6 +32,7 @@ __all__ = [
     "Detector",
     "DetectorSpec",
     "Framing",
+    "check_detector_name",
     "check_rgb_image",
     "create_detector",
     "crop_face",
@@ -84,6 +85,20 @@ DETECTORS: dict[str, DetectorSpec] = {
 DEFAULT_DETECTOR = "yunet"
 
 
+def check_detector_name(name: str) -> DetectorSpec:
+    """The spec of detector ``name``, checked before any work (creating one loads its weights).
+
+    Raises:
+        SignferError: ``name`` is no detector of :data:`DETECTORS`.
+    """
+    spec = DETECTORS.get(name)
+    if spec is None:
+        raise SignferError(
+            f"unknown face detector {name!r}; valid names: {', '.join(DETECTORS)}"
+        )
+    return spec
+
+
 def create_detector(name: str = DEFAULT_DETECTOR, **kwargs) -> Detector:
     """Create a face detector by its registered name.
 
@@ -105,11 +120,7 @@ def create_detector(name: str = DEFAULT_DETECTOR, **kwargs) -> Detector:
         ...
         signfer.errors.SignferError: unknown face detector 'nope'; valid names: yunet, mtcnn
     """
-    spec = DETECTORS.get(name)
-    if spec is None:
-        raise SignferError(
-            f"unknown face detector {name!r}; valid names: {', '.join(DETECTORS)}"
-        )
+    spec = check_detector_name(name)
     module_name, class_name = spec.target.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     try:
