@@ -25,6 +25,7 @@ from signfer.data.duplicates import (
     read_list,
 )
 from signfer.data.halves import HALVES, half_of, split_halves
+from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 
 
@@ -115,6 +116,17 @@ def test_within_one_table_each_copy_names_the_first(faces):
     assert "PublicTest_new7" not in found and "Training_1" not in found
     text = "\n".join(describe(find_duplicates(table), table))
     assert "across splits" in text and "its own group" in text
+
+
+def test_one_file_under_two_labels_is_not_a_copy_of_itself(tmp_path):
+    # FePh with --keep-multilabel lists a face once per label
+    a = _save(tmp_path / "a.png", _face(1))
+    b = _save(tmp_path / "b.png", _face(1))  # a real copy
+    rows = [(a, "happiness"), (a, "surprise"), (b, "happiness")]
+    table = SampleTable(pd.DataFrame({"path": [str(p) for p, _ in rows], "label": [lab for _, lab in rows],
+                                      "group": ["v"] * 3, "source": ["x.csv:2", "x.csv:3", "x.csv:4"]}))
+    found = find_duplicates(table)
+    assert found[["path", "match_path"]].values.tolist() == [[str(b), str(a)]]
 
 
 def test_list_round_trip_through_the_cli_and_exclude(faces, tmp_path, capsys):

@@ -177,7 +177,9 @@ def find_duplicates(table: SampleTable, against: SampleTable | None = None, *,
     Each face of ``table`` gets at most one row: its best match, an exact one
     before a near one, the nearest near one otherwise (ties: the first).
     Without ``against``, a face is matched with the faces listed before it, so
-    ``n`` copies of a face give ``n - 1`` rows, each naming the first copy.
+    ``n`` copies of a face give ``n - 1`` rows, each naming the first copy;
+    a file listed on several rows (a face under several labels) is not a copy
+    of itself.
 
     Args:
         table: the faces to check.
@@ -224,7 +226,11 @@ def find_duplicates(table: SampleTable, against: SampleTable | None = None, *,
     take_near = (match < 0) & (near_d <= max_distance)
     match = np.where(take_near, near_j, match)
     kind[take_near] = np.where(near_m[take_near], "near, mirrored", "near")
-    rows = np.flatnonzero(match >= 0)
+    found = match >= 0
+    if against is None:
+        # one file on several rows (a face under several labels) is not a copy of itself
+        found &= s["path"].to_numpy() != s["path"].to_numpy()[np.maximum(match, 0)]
+    rows = np.flatnonzero(found)
     j = match[rows]
     return pd.DataFrame({
         "path": s["path"].to_numpy()[rows], "label": s["label"].to_numpy()[rows],
