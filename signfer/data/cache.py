@@ -69,10 +69,10 @@ def _to_rgb(im: Image.Image) -> np.ndarray | None:
 def read_rgb(path: str, source: str = "") -> np.ndarray:
     """Decode one image file to an RGB uint8 array, or fail naming the file and row.
 
-    8-bit images of any colour mode are converted to RGB; 16-bit greyscale
+    8-bit images in the modes of :data:`RGB_MODES` are converted to RGB; 16-bit greyscale
     (e.g. a 16-bit PNG) is scaled to 8 bits by its depth (``>> 8``). Other
-    modes (32-bit integer or float pixels, whose range is unknown) are
-    refused. An image over Pillow's decompression-bomb limit is refused beyond
+    modes (32-bit integer or float pixels, whose range is unknown; LAB and
+    HSV, which need a colour profile) are refused. An image over Pillow's decompression-bomb limit is refused beyond
     twice the limit and decoded with a one-line note below that.
     """
     where = f"{source}: " if source and source != path else ""
@@ -96,7 +96,8 @@ def read_rgb(path: str, source: str = "") -> np.ndarray:
         raise SignferError(f"{where}cannot read image {path}: {_reason(e)}") from None
     if rgb is None:
         raise SignferError(f"{where}cannot read image {path}: pixel mode {mode!r} is not supported "
-                           "(8-bit images or 16-bit greyscale; convert it to 8-bit RGB)")
+                           "(8-bit greyscale, palette, RGB or CMYK images, or 16-bit greyscale; "
+                           "convert it to 8-bit RGB)")
     return rgb
 
 
