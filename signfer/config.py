@@ -105,7 +105,7 @@ TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (lambda v: v >= 1, ">= 1"),
     "lr": (lambda v: 0 < v < math.inf, "> 0"),
     "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0"),
-    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "batch_size": (lambda v: v >= 2, ">= 2 (batch norm cannot train on one image)"),
     "patience": (lambda v: v >= 1, ">= 1"),
     "val_fraction": (lambda v: 0 < v < 0.5, "in (0, 0.5)"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),

@@ -754,7 +754,7 @@ for _key, _value, _fragment in [
     ("head_epochs", "-5", "head_epochs must be >= 0"),
     ("epochs", "abc", "epochs must be a whole number, got 'abc'"),
     ("lr", "fast", "lr must be a number, got 'fast'"),
-    ("batch_size", "0", "batch_size must be >= 1, got 0"),
+    ("batch_size", "1", "batch_size must be >= 2 (batch norm cannot train on one image), got 1"),
     ("epochs", "1.5", "epochs must be a whole number, got 1.5"),
     ("epochs", "", "epochs must be a whole number, got None"),
     ("lr", "-1e-3", "lr must be > 0"),
@@ -782,6 +782,27 @@ def _set_without_equals(c):
 def _set_on_train(c):
     return Bad(["train", "--dataset", "feph", "--root", c.feph_small, "--set", "epochs=0",
                 "--out", c.tmp / "m"], ("--set: epochs must be >= 1, got 0",), alone=True)
+
+
+@case("setting")
+def _train_seed_out_of_range(c):
+    return Bad(["train", "--dataset", "feph", "--root", c.feph_small, "--init", c.tiny_fer, "--seed", "4294967296",
+                "--out", c.tmp / "m"], ("seed must be a whole number in [0, 2**32), got 4294967296",))
+
+
+@case("run")
+def _train_epochs_from_a_damaged_fold(c):
+    out, _ = copy_run(c)
+    (out / "runs" / "no-FT" / "mobilenetv2" / "fold1" / "metrics.json").write_text("[]")
+    return Bad(["train", "--dataset", "feph", "--root", c.feph_small, "--epochs-from", out, "--out", c.tmp / "m"],
+               ("fold1/metrics.json: damaged fold result",), watch=(out,))
+
+
+@case("run")
+def _report_of_a_damaged_results_csv(c):
+    out, _ = copy_run(c)
+    (out / "results.csv").write_text('config,arch,fold,accuracy,macro_f1\n"no-FT,mobilenetv2,0,0.5,0.4\n')
+    return Bad(["report", out], (str(out / "results.csv"), "damaged"), watch=(out,))
 
 
 @case("setting")
@@ -889,7 +910,7 @@ def _grid_a_list(c):
 
 for _flag, _value, _fragment in [
     ("--epochs", "0", "--epochs must be >= 1, got 0"),
-    ("--batch-size", "-1", "--batch-size must be >= 1"),
+    ("--batch-size", "1", "--batch-size must be >= 2"),
     ("--cutmix", "2", "--cutmix must be a probability in [0, 1]"),
     ("--lr", "-1", "--lr must be > 0"),
     ("--input-size", "0", "--input-size must be >= 16"),

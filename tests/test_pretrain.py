@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -61,6 +62,26 @@ def test_resume_with_another_config_is_refused(fer_like, tmp_path):
     pretrain(fer_like, tmp_path, cfg(2), max_epochs_this_run=1)
     with pytest.raises(SignferError, match="another config"):
         pretrain(fer_like, tmp_path, cfg(3))
+
+
+def test_resume_on_other_faces_is_refused_and_a_moved_dataset_resumes(fer_like, tmp_path):
+    pretrain(fer_like, tmp_path / "run", cfg(3), max_epochs_this_run=1)
+    # the same classes and counts, other images: its best epoch so far was chosen on other faces
+    other = make_folder_dataset(tmp_path / "other", CLASSES, per_class=6, splits=("train", "validation"),
+                                size=28)
+    with pytest.raises(SignferError, match="holds a run on other faces"):
+        pretrain(other, tmp_path / "run", cfg(3))
+    # the same faces in another folder (another machine) are the same data
+    moved = tmp_path / "moved"
+    shutil.copytree(fer_like, moved)
+    assert pretrain(moved, tmp_path / "run", cfg(3), max_epochs_this_run=1) is None
+
+
+def test_a_state_of_another_run_is_a_one_line_error(fer_like, tmp_path):
+    pretrain(fer_like, tmp_path, cfg(2), max_epochs_this_run=1)
+    torch.save({"epoch": 1}, tmp_path / STATE)  # loads, but holds nothing of the run
+    with pytest.raises(SignferError, match="not this run's state .KeyError.*delete it"):
+        pretrain(fer_like, tmp_path, cfg(2))
 
 
 def test_augmented_run_trains_and_an_old_config_file_still_resumes(fer_like, tmp_path):

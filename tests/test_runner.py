@@ -276,6 +276,38 @@ def test_refused_resume_leaves_config_yaml_alone(table, tiny_fer, tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 0
 
 
+def test_a_fold_refused_for_other_settings_leaves_config_yaml_alone(zero_shot_run, table, tmp_path):
+    out = copy_of(zero_shot_run[0], tmp_path)
+    before = (out / "config.yaml").read_bytes()
+    (spec,) = zero_shot_run[1].runs
+    other = dataclasses.replace(zero_shot_run[1], runs=(dataclasses.replace(
+        spec, train=dataclasses.replace(TRAIN, epochs=2)),))
+    with pytest.raises(SignferError, match="made with other settings"):
+        run_grid(table, other, out, log=Log())
+    assert (out / "config.yaml").read_bytes() == before
+
+
+def test_another_grid_in_the_folder_keeps_the_earlier_results(zero_shot_run, table, tiny_fer, tmp_path):
+    out = copy_of(zero_shot_run[0], tmp_path)
+    (spec,) = zero_shot_run[1].runs
+    second = dataclasses.replace(zero_shot_run[1], runs=(dataclasses.replace(spec, name="no-FT 2"),))
+    log = Log()
+    results = run_grid(table, second, out, log=log)
+    assert set(results["config"]) == {"no-FT 2"}  # what this grid ran
+    kept = pd.read_csv(out / "results.csv")
+    assert kept["config"].tolist() == ["no-FT"] * K + ["no-FT 2"] * K
+    assert [r["name"] for r in yaml.safe_load((out / "config.yaml").read_text())["runs"]] == ["no-FT", "no-FT 2"]
+    assert any("keeps 1 configuration(s) run here before" in m for m in log)
+    # the same folds, so the report can pair them
+    assert kept.groupby("fold")["n_test"].nunique().max() == 1
+
+
+def test_a_large_seed_runs(table, tiny_fer, tmp_path):
+    # fold seeds are seed * 1000 + fold, kept below 2**32 as numpy requires
+    results = run_grid(table, make_grid(tiny_fer, seed=2**32 - 1), tmp_path / "out", log=Log())
+    assert len(results) == 2 * K
+
+
 @pytest.fixture(scope="module")
 def zero_shot_run(tmp_path_factory, table, tiny_fer):
     """A finished zero-shot run folder to copy, and its grid."""

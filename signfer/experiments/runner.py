@@ -22,7 +22,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +69,19 @@ def _slug(text: str) -> str:
 
 
 def fold_dir(out: Path, spec: RunSpec, fold: int) -> Path:
-    return Path(out) / "runs" / _slug(spec.name) / _slug(spec.arch) / f"fold{fold}"
+    return _fold_dir(out, spec.name, spec.arch, fold)
+
+
+def _fold_dir(out: Path, name: str, arch: str, fold: int) -> Path:
+    return Path(out) / "runs" / _slug(name) / _slug(arch) / f"fold{fold}"
 
 
 def fold_seed(seed: int, fold: int) -> int:
-    """The same for every configuration, so paired configurations share their randomness."""
-    return seed * 1000 + fold
+    """The same for every configuration, so paired configurations share their randomness.
+
+    Kept below 2**32, which numpy and scikit-learn require of a seed.
+    """
+    return (seed * 1000 + fold) % 2**32
 
 
 class ImageInputs:
@@ -216,14 +223,17 @@ def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, in
     return metrics
 
 
-def collect_results(out: Path, grid: Grid) -> pd.DataFrame:
-    """results.csv rows, in grid order, from the finished folds' metrics.json."""
+def collect_results(out: Path, grid: Grid, earlier: Sequence[dict] = ()) -> pd.DataFrame:
+    """results.csv rows from the finished folds' metrics.json: first those of
+    ``earlier`` (config.yaml's records of configurations run before in this
+    folder), then the grid's, each in order."""
     rows = []
-    for spec in grid.runs:
+    names = [(r["name"], r["arch"]) for r in earlier] + [(spec.name, spec.arch) for spec in grid.runs]
+    for name, arch in names:
         for fold in range(grid.folds):
-            path = fold_dir(out, spec, fold) / "metrics.json"
+            path = _fold_dir(out, name, arch, fold) / "metrics.json"
             if path.exists():
-                m = _read_metrics(path)
+                m = read_fold_metrics(path)
                 rows.append({c: m.get(c) for c in RESULT_COLUMNS})
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
@@ -236,7 +246,8 @@ def _why(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def _read_metrics(path: Path) -> dict:
+def read_fold_metrics(path: Path) -> dict:
+    """A finished fold's metrics.json, or a one-line error naming it when it is damaged."""
     try:
         m = read_json(path)
     except (OSError, ValueError) as e:
@@ -354,10 +365,14 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
         "input_size": grid.input_size, "torch_threads": torch.get_num_threads(),
         "runs": [dataclasses.asdict(r) for r in grid.runs]}
     _check_resume(out, settings)
-    # folds first: a refused resume must not overwrite the run's config.yaml
+    # Configurations run before in this folder, on the same folds, stay in its
+    # config.yaml and results.csv beside this grid's.
+    earlier = _earlier_runs(out, grid)
+    if earlier:
+        log(f"{out}: results.csv also keeps {len(earlier)} configuration(s) run here before")
+    settings["runs"] = [*earlier, *settings["runs"]]
     folds = load_or_make_folds(table, grid.folds, grid.seed, out, redo_damaged=redo_damaged, log=log)
     _handle_damaged(out, grid, redo_damaged, log)
-    write_text(out / "config.yaml", dump_yaml(settings))
     # the framing of the faces only matters for the kept models (how they cut video faces)
     crop = dataset_crop(table, crop, crop_faces, seed=grid.seed, log=log) if keep_models else (crop or CropSpec())
     inputs = ImageInputs(table, crop_faces, crop)
@@ -374,6 +389,8 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
                 continue
             jobs.append((spec, fold))
             numbers.append(number)
+    # only now: a refused resume (above) must not overwrite the run's config.yaml
+    write_text(out / "config.yaml", dump_yaml(settings))
     executor = executor or LocalExecutor()
     if executor.name == "local":
         fold_log = progress.detail(log)
@@ -398,12 +415,13 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
                 m.pop("_predictions").to_csv(tmp, index=False)
             write_json(d / "history.json", m.pop("_history"))
             write_json(d / "metrics.json", m)  # last: marks the fold done
-            _write_results(out, grid)
+            _write_results(out, grid, earlier)
             which = "" if executor.name == "local" else f"[{numbers[i]}/{total}] {spec.name} {spec.arch} fold {fold}: "
             log(f"    {which}accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
                 f"({m['seconds']:.0f} s; {time.perf_counter() - t0:.0f} s elapsed)")
             bar.update()
-    return _write_results(out, grid)
+    _write_results(out, grid, earlier)
+    return collect_results(out, grid)
 
 
 def _print_line(msg: str) -> None:  # a fit's log line from a Ray worker (Ray forwards its stderr)
@@ -466,7 +484,7 @@ def _check_resume(out: Path, settings: dict) -> None:
 
 def _check_same_spec(path: Path, spec: RunSpec) -> None:
     """A finished fold is reused only if it ran the same configuration."""
-    m = _read_metrics(path)
+    m = read_fold_metrics(path)
     was = (m.get("init"), m.get("techniques"), recorded_train(m), m.get("faces"))
     now = (spec.init, "+".join(spec.techniques), dataclasses.asdict(spec.train), _faces_record(spec).get("faces"))
     if was != now:
@@ -490,8 +508,20 @@ def recorded_train(metrics: dict) -> dict | None:
     return {**dataclasses.asdict(TrainConfig()), **metrics["train"]}
 
 
-def _write_results(out: Path, grid: Grid) -> pd.DataFrame:
-    results = collect_results(out, grid)
+def _write_results(out: Path, grid: Grid, earlier: Sequence[dict] = ()) -> None:
+    results = collect_results(out, grid, earlier)
     with atomic_path(out / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
-    return results
+
+
+def _earlier_runs(out: Path, grid: Grid) -> list[dict]:
+    """config.yaml's records of the configurations run before in ``out`` that
+    ``grid`` does not run again (by name and architecture); :func:`_check_resume`
+    has already read the file and matched its settings."""
+    path = out / "config.yaml"
+    if not path.exists():
+        return []
+    old = yaml.safe_load(path.read_text(encoding="utf-8")).get("runs") or []
+    now = {(spec.name, spec.arch) for spec in grid.runs}
+    return [r for r in old if isinstance(r, dict) and isinstance(r.get("name"), str)
+            and isinstance(r.get("arch"), str) and (r["name"], r["arch"]) not in now]

@@ -43,7 +43,7 @@ def load_results(out_dir: str | os.PathLike) -> pd.DataFrame:
     kept.
 
     Raises:
-        SignferError: if the file is missing, empty, or lacks a needed column.
+        SignferError: if the file is missing, empty, unreadable, or lacks a needed column.
     """
     path = Path(out_dir) / "results.csv"
     if not path.is_file():
@@ -52,6 +52,9 @@ def load_results(out_dir: str | os.PathLike) -> pd.DataFrame:
         results = pd.read_csv(path, dtype={"config": str, "arch": str})
     except pd.errors.EmptyDataError:
         raise SignferError(f"no results to report: {path} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise SignferError(f"{path}: damaged ({str(e).splitlines()[0]}); run the cv or grid "
+                           "command again to write it from the folds") from None
     if results.empty:
         raise SignferError(f"no results to report: {path} has no rows")
     missing = [c for c in (*KEYS, "accuracy", "macro_f1") if c not in results.columns]

@@ -88,7 +88,7 @@ PRETRAIN_RULES = {
     "epochs": (lambda v: v >= 1, ">= 1"),
     "lr": (lambda v: 0 < v < math.inf, "> 0"),
     "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0"),
-    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "batch_size": (lambda v: v >= 2, ">= 2 (batch norm cannot train on one image)"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "shift": (lambda v: v >= 0, ">= 0 (pixels)"),
     "rotate": (lambda v: 0 <= v <= 180, "in [0, 180] (degrees)"),
@@ -165,6 +165,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     classes = list(train.classes)
     if list(val.classes) != classes:
         raise SignferError(f"validation classes {val.classes} differ from training classes {train.classes}")
+    _check_same_data(out / DATA_RECORD, root, [train, val] + ([report] if report is not None else []))
     _log(f"pretrain {cfg.arch}: {len(train.samples)} train, {len(val.samples)} {val.name} faces"
          + (f" choose the epoch, {len(report.samples)} {report.name} faces are scored beside"
             if report is not None else "") + f", {cfg.input_size}px, on {dev}")
@@ -212,12 +213,18 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         except Exception as e:  # a half-written or foreign file: torch raises several types
             raise SignferError(f"{state_path}: damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                                "delete it to start this run again") from None
-        model.load_state_dict(s["model"])
-        opt.load_state_dict(s["optimizer"])  # moves the moments to the parameters' device
-        sched.load_state_dict(s["scheduler"])
-        gen.set_state(s["generator"])
-        torch.set_rng_state(s["torch_rng"])
-        history, best_acc, best_state, epoch0 = s["history"], s["best_acc"], s["best_model"], s["epoch"]
+        try:
+            model.load_state_dict(s["model"])
+            opt.load_state_dict(s["optimizer"])  # moves the moments to the parameters' device
+            sched.load_state_dict(s["scheduler"])
+            gen.set_state(s["generator"])
+            torch.set_rng_state(s["torch_rng"])
+            history, best_acc, best_state, epoch0 = s["history"], s["best_acc"], s["best_model"], s["epoch"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            # a state of another model or run, or a file that merely unpickles
+            raise SignferError(f"{state_path}: not this run's state ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}); delete it to start this "
+                               "run again") from None
         _log(f"resumed after epoch {epoch0} (best validation accuracy {best_acc:.4f})")
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -289,6 +296,42 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     _log(f"wrote {stem}.safetensors ({val.name} accuracy {best_acc:.4f}"
          + (f", report half {held_out['report_accuracy']:.4f}" if held_out else "") + ")")
     return stem
+
+
+#: The record of a run's faces, checked when it resumes.
+DATA_RECORD = "pretrain_data.json"
+
+
+def _check_same_data(path: Path, root: str | Path, tables: list) -> None:
+    """Write what the run trains and selects on, or refuse to resume on other faces.
+
+    The record is each table's size and a hash of its faces' paths (relative to
+    ``root``, so the dataset may move between machines), labels and file
+    sizes. A run folder from before the record existed gets one now.
+    """
+    import hashlib
+    import os
+
+    base = os.path.abspath(Path(root).expanduser())
+    now = {}
+    for table in tables:
+        h = hashlib.sha1()
+        for p, label in zip(table.samples["path"], table.samples["label"]):
+            h.update(f"{os.path.relpath(p, base)}|{label}|{os.path.getsize(p)}\n".encode())
+        now[table.name] = {"faces": len(table.samples), "sha1": h.hexdigest()}
+    if not path.exists():
+        write_json(path, now)
+        return
+    try:
+        was = read_json(path)
+    except (OSError, ValueError) as e:
+        raise SignferError(f"{path}: damaged ({e}); delete it to resume on these faces") from None
+    if was != now:
+        def sizes(record) -> str:
+            return ", ".join(f"{name} {r['faces'] if isinstance(r, dict) else '?'}"
+                             for name, r in record.items()) if isinstance(record, dict) else "?"
+        raise SignferError(f"{path.parent} holds a run on other faces ({sizes(was)}; now {sizes(now)}); "
+                           "use a new --out, or the --root it started on")
 
 
 def pretrain_splits(root: str | Path, cfg: PretrainConfig):

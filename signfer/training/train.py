@@ -41,7 +41,7 @@ from signfer.data.table import SampleTable, fingerprint
 from signfer.errors import SignferError
 from signfer.experiments.folds import inner_split
 from signfer.faces.crop import CropSpec
-from signfer.io import check_out_files, read_json
+from signfer.io import check_out_files
 from signfer.models.checkpoint import (
     IMAGENET_INPUT_SIZE,
     ModelMeta,
@@ -108,7 +108,7 @@ def epochs_from_run(run: str | Path, *, arch: str, init: str | None, techniques:
     Returns ``{"epochs": median best epoch, "accuracy_mean", "accuracy_sd",
     "folds", "run", "init", "train": the settings}``.
     """
-    from signfer.experiments.runner import recorded_train
+    from signfer.experiments.runner import read_fold_metrics, recorded_train
 
     run = Path(run)
     files = sorted(run.glob("runs/*/*/fold*/metrics.json"))
@@ -120,12 +120,13 @@ def epochs_from_run(run: str | Path, *, arch: str, init: str | None, techniques:
         wanted["train"] = dataclasses.asdict(cfg)
     rows, seen = [], set()
     for f in files:
-        try:
-            m = read_json(f)
-        except (OSError, ValueError) as e:
-            raise SignferError(f"{f}: unreadable fold result ({e})") from None
+        m = read_fold_metrics(f)
         seen.add(f"{m.get('config')} ({m.get('arch')}, init {m.get('init')})")
         if all((recorded_train(m) if k == "train" else m.get(k)) == v for k, v in wanted.items()):
+            for key, kind in (("best_epoch", int), ("accuracy", (int, float))):
+                if isinstance(m.get(key), bool) or not isinstance(m.get(key), kind):
+                    raise SignferError(f"{f}: damaged fold result ({key} is {m.get(key)!r}); re-run the "
+                                       "cv or grid command with --redo-damaged")
             rows.append(m)
     if not rows:
         raise SignferError(
@@ -189,6 +190,8 @@ def finetune(
     t = parse_techniques(techniques)
     if not set(t) & {"ft", "head"}:
         raise SignferError("train needs 'ft' or 'head' among the techniques (no-FT has nothing to train)")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise SignferError(f"seed must be a whole number in [0, 2**32), got {seed!r}")
     # with --epochs-from, the run's own settings unless others are given
     cfg = train or (None if epochs_from else preset("accurate"))
     check_out_files(checkpoint_files(out), "checkpoint")  # before any work
