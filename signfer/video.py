@@ -371,6 +371,21 @@ def frame_count_hint(path: str | Path, *, every: int | None = None, fps: float |
     return kept
 
 
+def end_s(path: str | Path) -> float | None:
+    """When the video ends, on the clock of :attr:`Frame.timestamp_s`, from its
+    header alone (no demuxing); ``None`` when the header does not say."""
+    container, stream = _open(path)
+    try:
+        if stream.duration is not None and stream.time_base is not None:
+            start = float((stream.start_time or 0) * stream.time_base)
+            return start + float(stream.duration * stream.time_base) - _start_s(container)
+        if container.duration is not None:
+            return container.duration / 1_000_000
+        return None
+    finally:
+        container.close()
+
+
 def probe(path: str | Path) -> dict:
     """Frame count, rate, duration and upright size of a video, without decoding it all.
 

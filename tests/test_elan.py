@@ -47,6 +47,17 @@ def test_last_frame_lasts_one_frame_duration():
     assert segments([], []) == []
 
 
+def test_the_last_frame_stops_at_the_videos_end():
+    # every 5th frame of a 10 frames/s video that ends at 1.2 s
+    assert spans(segments([0.0, 0.5, 1.0], ["a", "a", "b"], end=1.2)) == [(0.0, 1.0, "a"), (1.0, 1.2, "b")]
+    # an end that is unknown or not after the last frame changes nothing
+    assert spans(segments([0.0, 0.5], ["a", "b"], end=0.3))[-1] == (0.5, 1.0, "b")
+
+
+def test_no_face_anywhere_with_min_duration_gives_no_segments():
+    assert segments([0.0, 0.04, 0.08], ["", None, ""], 0.2) == []
+
+
 def test_short_segment_joins_same_label_neighbours():
     times = np.arange(7) / 10
     segs = segments(times, ["a", "a", "b", "a", "a", "a", "c"], min_duration=0.15)
@@ -131,6 +142,17 @@ def annotated(tmp_path):
     result = annotate_video(video, tmp_path / "annotations", FakeClassifier(), FakeDetector(),
                             write_parquet=False)
     return video, result.outputs["eaf"]
+
+
+def test_annotate_every_nth_frame_ends_the_last_segment_with_the_video(tmp_path):
+    (tmp_path / "videos").mkdir()
+    video = make_video(tmp_path / "videos" / "clip.mp4")  # 30 frames at 10/s: ends at 3.0 s
+    result = annotate_video(video, tmp_path / "ann", FakeClassifier(), FakeDetector(), every=7,
+                            write_parquet=False)
+    eaf = read_eaf(result.outputs["eaf"])
+    last_end = max(end for _, end, *_ in eaf.get_annotation_data_for_tier("expression"))
+    # kept frames at 0, 0.7, ..., 2.8 s: the last would otherwise last 0.7 s, to 3.5 s
+    assert last_end == 3000
 
 
 def test_round_trip_annotate_then_manifest(annotated, tmp_path):

@@ -9,7 +9,8 @@ Segment policy (:func:`segments`):
 
 * A frame stands for the time from its timestamp to the next kept frame's
   timestamp; the last frame lasts one frame duration (the median spacing of
-  the kept frames unless given).
+  the kept frames unless given), but not past the video's end when that is
+  known.
 * Segments shorter than ``min_duration`` are merged into a neighbour that
   touches them (no gap in between): the shortest short segment goes first,
   into its longer touching neighbour (the earlier one on a tie), and takes its
@@ -64,6 +65,7 @@ def segments(
     min_duration: float = 0.0,
     *,
     frame_duration: float | None = None,
+    end: float | None = None,
 ) -> list[Segment]:
     """Merge per-frame labels into segments (see the module docstring for the policy).
 
@@ -73,8 +75,8 @@ def segments(
         min_duration: segments shorter than this (seconds) are merged into a
             touching neighbour.
         frame_duration: how long the last frame lasts; default: median spacing.
-        model: the model that made the labels; named as the annotator of both
-            tiers and in the file's header (property ``signfer_model``).
+        end: the video's end (seconds), where the last frame stops at the
+            latest; ``None``: unknown.
 
     Returns:
         Segments in time order.
@@ -89,7 +91,10 @@ def segments(
         return []
     if frame_duration is None:
         frame_duration = float(np.median(np.diff(times))) if len(times) > 1 else _FALLBACK_FRAME_S
-    ends = np.append(times[1:], times[-1] + frame_duration)
+    last_end = times[-1] + frame_duration
+    if end is not None and times[-1] < end < last_end:
+        last_end = end
+    ends = np.append(times[1:], last_end)
     runs: list[Segment] = []
     i = 0
     while i < len(times):
@@ -100,7 +105,7 @@ def segments(
         if _is_face(label):
             runs.append(Segment(float(times[i]), float(ends[j - 1]), label, i, j))
         i = j
-    if min_duration > 0:
+    if min_duration > 0 and runs:  # no face anywhere: nothing to merge
         runs = _merge_short(runs, min_duration)
     return runs
 
@@ -200,6 +205,7 @@ def write_eaf(
     min_duration: float = 0.0,
     label_column: str = "label",
     frame_duration: float | None = None,
+    end: float | None = None,
     model: str = "",
 ) -> Path:
     """Write the per-frame table as an ELAN file linked to its video.
@@ -218,6 +224,7 @@ def write_eaf(
         min_duration: see :func:`segments`.
         label_column: which labels to segment, e.g. ``"label_smoothed"``.
         frame_duration: how long the last frame lasts; default: median spacing.
+        end: the video's end in seconds (see :func:`segments`).
         model: the model that made the labels; named as the annotator of both
             tiers and in the file's header (property ``signfer_model``).
 
@@ -229,7 +236,7 @@ def write_eaf(
     out_path = Path(out_path)
     labels = [v if _is_face(v) else "" for v in table[label_column].tolist()]
     times = table["time_s"].to_numpy(dtype=float)
-    segs = segments(times, labels, min_duration, frame_duration=frame_duration)
+    segs = segments(times, labels, min_duration, frame_duration=frame_duration, end=end)
     eaf = _new_eaf(video_path, out_path)
     eaf.add_tier(tier, ann=model or None)
     eaf.add_tier(confidence_tier, ann=model or None)

@@ -73,7 +73,7 @@ from signfer.inference.schema import PROB_PREFIX, class_names, prob_columns
 from signfer.inference.classifier import stack_crops
 from signfer.inference.smoothing import smooth_probs
 from signfer.io import atomic_path
-from signfer.video import Frame, Span, frame_count_hint, iter_frames, iter_span, probe, split_frames
+from signfer.video import Frame, Span, end_s, frame_count_hint, iter_frames, iter_span, probe, split_frames
 
 log = logging.getLogger(__name__)
 
@@ -547,7 +547,7 @@ def write_outputs(path: str | Path, out_dir: str | Path, table: pd.DataFrame, *,
     if "parquet" in planned:
         outputs["parquet"] = write_table(table, planned["parquet"])
     outputs["eaf"] = write_eaf(table, path, planned["eaf"], min_duration=min_duration,
-                               label_column="label_smoothed", model=model)
+                               label_column="label_smoothed", model=model, end=end_s(path))
     result = AnnotateResult(path, table, outputs)
     outputs["timeline"] = write_timeline(
         table, planned["timeline"],
