@@ -20,6 +20,8 @@ from PIL import Image
 
 from signfer.cli import get_parser, main
 from signfer.experiments import runner
+from signfer.export.onnx import default_out
+from signfer.models.checkpoint import builtin_dir
 from signfer.models.registry import ARCHS
 
 TINY = ["--input-size", "32", "--set", "epochs=1", "--set", "head_epochs=1", "--set", "batch_size=16"]
@@ -324,6 +326,26 @@ def test_export_onnx_parity(tiny_fer, tmp_path, capsys):
     assert target.is_file() and target.with_suffix(".json").is_file()
     diff = float(re.search(r"max \|logit diff\| vs PyTorch: ([0-9.e+-]+)", out).group(1))
     assert diff < 1e-4
+
+
+def test_export_onnx_never_writes_over_a_checkpoint(tiny_fer, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    for name in ("a", "b"):
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(tiny_fer.with_suffix(suffix), tmp_path / f"{name}{suffix}")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # b.json is b's metadata: a's would mislabel b without a word
+    rc, _, err = cli(capsys, "export", "onnx", tmp_path / "a", "--out", tmp_path / "b.onnx")
+    assert rc == 2 and "is the metadata of the checkpoint" in err
+    rc, _, err = cli(capsys, "export", "onnx", tmp_path / "a", "--out", tmp_path / "a.safetensors")
+    assert rc == 2 and "named .onnx" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # by default beside the checkpoint, whose own JSON is the metadata and stays as it was
+    rc, _, err = cli(capsys, "export", "onnx", tmp_path / "a")
+    assert rc == 0, err
+    assert (tmp_path / "a.onnx").is_file() and (tmp_path / "a.json").read_bytes() == before["a.json"]
+    # a built-in model is exported to the current folder, not into the installed package
+    assert default_out(builtin_dir() / "mobilenetv2-fer") == Path("mobilenetv2-fer.onnx")
 
 
 # --- train, and every consumer of the checkpoint it writes --------------------------------------

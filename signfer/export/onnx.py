@@ -18,6 +18,7 @@ from signfer.errors import SignferError
 from signfer.io import atomic_path, cache_dir, check_out_files, write_json
 from signfer.models.checkpoint import (
     ModelMeta,
+    builtin_dir,
     load_meta,
     load_model,
     resolve_checkpoint,
@@ -26,14 +27,31 @@ from signfer.models.checkpoint import (
 
 def export_onnx(name_or_path: str | os.PathLike, out: str | os.PathLike | None = None,
                 check: bool = True) -> tuple[Path, float]:
-    """Write ``out`` (default: beside the checkpoint, ``.onnx``) and its metadata JSON.
+    """Write ``out`` and, beside it, its metadata JSON (``NAME.onnx`` + ``NAME.json``).
+
+    ``out`` defaults to ``NAME.onnx`` beside a checkpoint given by path (whose
+    own ``NAME.json`` is then the metadata, left as it is), or in the current
+    folder for a built-in model. An ``out`` whose JSON would replace another
+    checkpoint's metadata (a ``.safetensors`` of that name lies beside it) is
+    refused.
 
     Returns the path and, when ``check``, the max |logit difference| between
     ONNX Runtime and PyTorch on random input (``nan`` otherwise).
+
+    Raises:
+        SignferError: ``out`` is not named ``.onnx``, its JSON belongs to
+            another checkpoint, or it cannot be written.
     """
     stem = resolve_checkpoint(name_or_path)
-    out = Path(out) if out else stem.with_suffix(".onnx")
-    check_out_files([out, out.with_suffix(".json")], "ONNX export")
+    out = Path(out) if out else default_out(stem)
+    if out.suffix.lower() != ".onnx":
+        raise SignferError(f"{out}: an ONNX export is named .onnx (its metadata goes beside it as .json)")
+    meta_path = out.with_suffix(".json")
+    own_meta = meta_path.resolve() == stem.with_suffix(".json").resolve()
+    if not own_meta and out.with_suffix(".safetensors").exists():
+        raise SignferError(f"{meta_path} is the metadata of the checkpoint {out.with_suffix('.safetensors')}; "
+                           "choose another --out")
+    check_out_files([out, meta_path], "ONNX export")
     model, meta = load_model(stem)
     model = model.to(memory_format=torch.contiguous_format).eval()
     x = torch.rand(2, 3, meta.input_size, meta.input_size)
@@ -44,9 +62,16 @@ def export_onnx(name_or_path: str | os.PathLike, out: str | os.PathLike | None =
         torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                           opset_version=17, dynamo=False)
-    write_json(out.with_suffix(".json"), meta.to_json())
+    if not own_meta:
+        write_json(meta_path, meta.to_json())
     diff = parity(model, out, meta) if check else float("nan")
     return out, diff
+
+
+def default_out(stem: Path) -> Path:
+    """Where a checkpoint's export goes without ``out``: beside it, or for a
+    built-in model (inside the installed package) in the current folder."""
+    return Path(f"{stem.name}.onnx") if stem.parent == builtin_dir() else stem.with_suffix(".onnx")
 
 
 def parity(model: torch.nn.Module, onnx_path: str | os.PathLike, meta: ModelMeta, n: int = 8, seed: int = 0) -> float:
