@@ -572,6 +572,20 @@ def _same_stem_twice(c):
 
 
 @case("video")
+def _suggest_same_stem_twice(c):
+    other = c.tmp / "other"
+    other.mkdir()
+    shutil.copy(c.clip, other / c.clip.name)
+    return Bad(annotate(c, c.clip, other / c.clip.name, command="suggest"),
+               (str(other / c.clip.name), "same file name stem"))
+
+
+@case("video")
+def _fps_infinite(c):
+    return Bad(annotate(c, c.tmp / "gone.mp4", extra=["--fps", "inf"]), ("--fps", "inf"), alone=True)
+
+
+@case("video")
 def _smooth_negative(c):
     return Bad(annotate(c, c.tmp / "gone.mp4", extra=["--smooth", "-2"]), ("--smooth", "-2"), alone=True)
 
@@ -710,6 +724,22 @@ def _labels_do_not_match_the_head(c):
     edit_json(stem.with_suffix(".json"), labels=["anger", "happiness", "neutral"])
     return Bad(predict(face_png(c), stem), ("tensor 'classifier.weight' is (7, 1280) in the weights, "
                                             "(3, 1280) in the model",))
+
+
+@case("checkpoint")
+def _labels_empty(c):
+    stem = checkpoint_copy(c)
+    edit_json(stem.with_suffix(".json"), labels=[])
+    return Bad(predict(face_png(c), stem), ("m.json", "labels must be two or more different names, got []"))
+
+
+@case("checkpoint")
+def _labels_repeated(c):
+    # one prob_neutral column would silently hide the other
+    stem = checkpoint_copy(c)
+    labels = json.loads(stem.with_suffix(".json").read_text())["labels"]
+    edit_json(stem.with_suffix(".json"), labels=[labels[1], *labels[1:]])
+    return Bad(predict(face_png(c), stem), ("m.json", "labels must be two or more different names"))
 
 
 @case("checkpoint")

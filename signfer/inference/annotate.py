@@ -586,6 +586,26 @@ def annotate_span(path: str | Path, span: Span | None, every: int | None, fps: f
     return table, time.perf_counter() - started
 
 
+def by_stem(paths: Sequence[Path]) -> tuple[list[int], dict[int, str]]:
+    """Which videos to do: outputs are named by file name stem, so a video
+    whose stem an earlier one has would overwrite that one's files.
+
+    Returns:
+        ``(todo, refused)``: the positions to do, and an error line for each
+        position refused.
+    """
+    first: dict[str, Path] = {}
+    todo, refused = [], {}
+    for i, path in enumerate(paths):
+        if path.stem in first:
+            refused[i] = (f"{path}: skipped, its outputs would overwrite those of {first[path.stem]} "
+                          "(same file name stem)")
+        else:
+            first[path.stem] = path
+            todo.append(i)
+    return todo, refused
+
+
 def annotate_many(
     paths: Iterable[str | Path],
     out_dir: str | Path,
@@ -627,16 +647,8 @@ def annotate_many(
         The results of the videos done and the error lines, in input order.
     """
     paths = [Path(p) for p in paths]
-    outcome: dict[int, AnnotateResult | str] = {}
-    stems: dict[str, Path] = {}
-    todo = []
-    for i, path in enumerate(paths):
-        if path.stem in stems:
-            outcome[i] = (f"{path}: skipped, its outputs would overwrite those of {stems[path.stem]} "
-                          "(same file name stem)")
-        else:
-            stems[path.stem] = path
-            todo.append(i)
+    todo, refused = by_stem(paths)
+    outcome: dict[int, AnnotateResult | str] = dict(refused)
     if executor is None:
         from signfer.experiments.executors import LocalExecutor
 

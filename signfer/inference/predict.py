@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import time
 from collections.abc import Iterable
@@ -175,8 +176,8 @@ def check_video_options(*, every: int | None = None, fps: float | None = None, d
                            f"got {detect_size}")
     if every is not None and (int(every) != every or every < 1):
         raise SignferError(f"--every must be a whole number >= 1, got {every}")
-    if fps is not None and not fps > 0:
-        raise SignferError(f"--fps must be > 0, got {fps}")
+    if fps is not None and not 0 < fps < math.inf:
+        raise SignferError(f"--fps must be a finite number > 0 (leave it out for every frame), got {fps}")
     if detect_every is not None and (int(detect_every) != detect_every or detect_every < 1):
         raise SignferError(f"--detect-every must be >= 1, got {detect_every}")
     if int(smooth) != smooth or smooth < 1:
@@ -222,8 +223,9 @@ def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detec
     videos = list(videos)
     check_video_options(every=every, fps=fps, detect_every=detect_every, smooth=smooth,
                         min_duration=min_duration, detect_size=detect_size, track=track)
-    if chunk_s is not None and not chunk_s > 0:
-        raise SignferError(f"--chunk must be > 0 seconds, got {chunk_s:g}")
+    if chunk_s is not None and not 0 < chunk_s < math.inf:
+        raise SignferError(f"--chunk must be a finite number of seconds > 0 (leave it out for one piece), "
+                           f"got {chunk_s:g}")
     # outputs before the model and the videos: a folder in the way costs nothing
     ensure_out_dir(out)
     check_out_files([f for v in videos for f in output_paths(v, out, overlay=overlay).values()])
@@ -282,12 +284,15 @@ def suggest(videos: Iterable[str | Path], out: str | Path, *, n: int = 50, metho
 
     Writes ``<stem>.suggest.csv`` and ``<stem>.suggest.eaf`` per video into
     ``out``. A video that cannot be read gives an error line; the rest go on.
+    As in :func:`~signfer.inference.annotate.annotate_many`, a video with the
+    file name stem of an earlier one is refused with an error line.
     Options are as for :func:`annotate` (with a Ray ``executor``, one task
     per video); ``method`` is ``"entropy"`` or ``"margin"`` (see
     :mod:`signfer.inference.uncertainty`).
     """
     from signfer import progress
     from signfer.experiments.executors import LocalExecutor
+    from signfer.inference.annotate import by_stem
     from signfer.inference.uncertainty import METHODS
 
     videos = [Path(v) for v in videos]
@@ -304,10 +309,13 @@ def suggest(videos: Iterable[str | Path], out: str | Path, *, n: int = 50, metho
     fn = functools.partial(suggest_one, out=out, n=n, method=method, every=every, fps=fps,
                            detect_every=_detect_every(detect_every), detect_size=_detect_size(detect_size),
                            track=track)
-    outcome: dict[int, Suggestion | str] = {}
-    with progress.bar(total=len(videos), desc="videos", unit="video", leave=False) as shown:
-        for i, done, exc in (executor or LocalExecutor()).run(
-                fn, [(v,) for v in videos], shared={"classifier": clf, "detector": det}, catch=(SignferError,)):
+    todo, refused = by_stem(videos)
+    outcome: dict[int, Suggestion | str] = dict(refused)
+    with progress.bar(total=len(todo), desc="videos", unit="video", leave=False) as shown:
+        for k, done, exc in (executor or LocalExecutor()).run(
+                fn, [(videos[i],) for i in todo], shared={"classifier": clf, "detector": det},
+                catch=(SignferError,)):
+            i = todo[k]
             message = " ".join(str(exc).split()) if exc is not None else ""
             outcome[i] = done if exc is None else message if str(videos[i]) in message else f"{videos[i]}: {message}"
             shown.update()

@@ -94,6 +94,11 @@ class ModelMeta:
             meta = cls(**{k: v for k, v in obj.items() if k in known})
         except TypeError as e:
             raise SignferError(f"{source}: incomplete checkpoint metadata ({e})") from None
+        labels = meta.labels
+        if (not isinstance(labels, list) or len(labels) < 2 or len(set(map(str, labels))) != len(labels)
+                or not all(isinstance(x, str) and x for x in labels)):
+            raise SignferError(f"{source}: the checkpoint's labels must be two or more different names, "
+                               f"got {labels!r}")
         try:
             meta.spec  # the preprocessing must be usable, not just present
         except (SignferError, TypeError, ValueError) as e:
