@@ -116,8 +116,14 @@ def _rgb(image) -> np.ndarray:
         from signfer.data.cache import read_rgb
 
         return read_rgb(str(image))
-    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
-        return np.asarray(image.convert("RGB"))
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image: read as a file would be
+        from signfer.data.cache import pil_to_rgb
+
+        rgb = pil_to_rgb(image)
+        if rgb is None:
+            raise SignferError(f"a PIL image in mode {image.mode!r} is not supported (8-bit greyscale, "
+                               "palette, RGB or CMYK images, or 16-bit greyscale)")
+        return rgb
     a = np.asarray(image)
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
@@ -140,6 +146,8 @@ class Recognizer:
             them: each cuts the face its own way, their probabilities are
             averaged (:class:`~signfer.inference.classifier.FusedClassifier`).
         detector: a detector name (``signfer detectors``), a detector object,
+            ``"model"`` (the default) for the detector the model's training
+            faces were cut or framed with (YuNet unless it records another),
             or ``None`` to treat every image as a face crop.
         backend: 'auto' (ONNX Runtime when installed), 'torch' or 'onnx'.
 
@@ -148,13 +156,14 @@ class Recognizer:
         >>> rec.predict(["face.png", "frame.jpg"])[["image", "face_source", "label"]]  # doctest: +SKIP
     """
 
-    def __init__(self, model: str | os.PathLike | list | None = None, detector="yunet", backend: str = "auto"):
+    def __init__(self, model: str | os.PathLike | list | None = None, detector="model", backend: str = "auto"):
         from signfer.inference.predict import make_classifier, make_detector
 
         if isinstance(model, (list, tuple)):  # several models (e.g. upper and lower face): fused
             model = [str(m) if isinstance(m, os.PathLike) else m for m in model]
         self.classifier = make_classifier(str(model) if isinstance(model, os.PathLike) else model, backend)
-        self.detector = None if detector is None else make_detector(detector)
+        self.detector = None if detector is None else make_detector(
+            None if detector == "model" else detector, self.classifier)
 
     @property
     def labels(self) -> tuple[str, ...]:

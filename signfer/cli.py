@@ -170,7 +170,9 @@ def _video_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", default=None,
                    help="default: the built-in mobilenetv2-fer; repeat to fuse several models, e.g. an "
                         "upper- and a lower-face model (mean of their probabilities, each also written)")
-    p.add_argument("--detector", default=None, help="see `signfer detectors` (default: yunet)")
+    p.add_argument("--detector", default=None,
+                   help="see `signfer detectors` (default: the one the model's training faces were cut or "
+                        "framed with, as `signfer models MODEL` shows; yunet unless it records another)")
     p.add_argument("--every", type=int, help="keep every N-th frame")
     p.add_argument("--fps", type=float, help="keep frames at most F per second")
     p.add_argument("--detect-every", type=int, default=None, metavar="N",

@@ -163,6 +163,31 @@ def test_predict_refuses_a_float_array(ckpt):
         rec.predict(np.zeros((8, 8, 3), np.float32))
 
 
+def test_a_pil_image_is_read_as_its_file_would_be(ckpt, tmp_path):
+    ramp = (np.arange(40 * 40, dtype=np.uint32).reshape(40, 40) * 40).astype(np.uint16)  # 16-bit grey
+    image = Image.fromarray(ramp)
+    image.save(tmp_path / "g16.png")
+    rec = signfer.Recognizer(ckpt, detector=None, backend="torch")
+    table = rec.predict([Image.open(tmp_path / "g16.png"), tmp_path / "g16.png"])
+    by_pil, by_path = table.filter(like="prob_").to_numpy()
+    assert np.allclose(by_pil, by_path, atol=1e-6)  # not clipped at 255, all white
+    with pytest.raises(SignferError, match="mode 'F' is not supported"):
+        rec.predict(Image.fromarray(np.zeros((8, 8), np.float32)))
+
+
+def test_the_detector_defaults_to_the_one_the_model_records(ckpt, tmp_path):
+    import json
+    import shutil
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(ckpt.with_suffix(suffix), tmp_path / f"m{suffix}")
+    meta = json.loads((tmp_path / "m.json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**meta, "crop": {"detector": "mtcnn", "margin": 1.15}}))
+    assert signfer.Recognizer(tmp_path / "m", backend="torch").detector.name == "mtcnn"
+    assert signfer.Recognizer(tmp_path / "m", detector="yunet", backend="torch").detector.name == "yunet"
+    assert signfer.Recognizer(ckpt, backend="torch").detector.name == "yunet"  # records none
+
+
 # ---------------------------------------------------------------- video
 
 def test_predict_video_has_the_columns_of_the_annotate_csv(ckpt, clip, tmp_path):

@@ -836,6 +836,19 @@ def _report_of_a_damaged_results_csv(c):
 
 
 @case("setting")
+def _align_without_crop_faces(c):
+    # face crops are not levelled in training, so video faces must not be either
+    return Bad(["cv", "--dataset", "feph", "--root", c.feph_small, "--init", c.tiny_fer, "--techniques", "ft",
+                "--align", "--folds", "3", "--out", prior_out(c)], ("--align", "needs --crop-faces"))
+
+
+@case("setting")
+def _train_align_without_crop_faces(c):
+    return Bad(["train", "--dataset", "feph", "--root", c.feph_small, "--init", c.tiny_fer, "--align",
+                "--out", c.tmp / "m"], ("--align", "needs --crop-faces"))
+
+
+@case("setting")
 def _threads_negative(c):
     return Bad(["--threads", "-3", "models"], ("--threads must be >= 1, got -3",), alone=True)
 

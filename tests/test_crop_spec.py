@@ -127,6 +127,20 @@ def test_framing_cuts_the_rectangle_it_describes():
     assert np.array_equal(crop_face(image, box, 32, spec), resize(image[8:88, 30:70], 32))
 
 
+def test_region_of_a_framed_video_face_splits_where_the_training_crops_were_split():
+    # The training faces were crops split at NOSE_ROW of their height; the
+    # framed rectangle shows a video face as they showed theirs, so it is split
+    # at the same fraction, not at the detector's nose landmark.
+    image = np.random.default_rng(5).integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    box = Box(40, 30, 20, 20, landmarks=((45, 35), (55, 35), (50, 48), (46, 52), (54, 52)))
+    framing = Framing(cx=0.5, cy=0.4, w=0.5, h=0.25)  # the cut is (30, 8, 70, 88)
+    row = 8 + round(NOSE_ROW * 80)  # 52, where the landmark says 48
+    upper = crop_face(image, box, 32, CropSpec(framing=framing, region="upper"))
+    lower = crop_face(image, box, 32, CropSpec(framing=framing, region="lower"))
+    assert np.array_equal(upper, resize(image[8:row, 30:70], 32))
+    assert np.array_equal(lower, resize(image[row:88, 30:70], 32))
+
+
 def test_align_without_landmarks_does_nothing():
     image = np.random.default_rng(6).integers(0, 256, (100, 120, 3), dtype=np.uint8)
     box = Box(30, 20, 40, 50)

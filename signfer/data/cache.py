@@ -53,7 +53,7 @@ RGB_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "
 GREY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
 
-def _to_rgb(im: Image.Image) -> np.ndarray | None:
+def pil_to_rgb(im: Image.Image) -> np.ndarray | None:
     """``im`` as RGB uint8, scaled by its bit depth; ``None`` for a mode we cannot read."""
     if im.mode in RGB_MODES:
         return np.asarray(im.convert("RGB"))
@@ -81,7 +81,7 @@ def read_rgb(path: str, source: str = "") -> np.ndarray:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 mode, size = im.mode, im.size
-                rgb = _to_rgb(im)
+                rgb = pil_to_rgb(im)
         for w in caught:
             if issubclass(w.category, Image.DecompressionBombWarning):
                 print(f"note: {where}{path}: very large image ({size[0]} x {size[1]} pixels, over "

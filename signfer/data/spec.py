@@ -187,6 +187,22 @@ class PreprocessSpec:
         return self.numpy(self.pixels(self.check_crops(crops)))
 
 
+def check_align(crop: CropSpec | None, crop_faces: str | None, where: str = "--align") -> None:
+    """Refuse alignment of faces that no detector finds.
+
+    Levelling the eyes needs the detector's landmarks: without ``crop_faces``
+    the training images are used as they are, so a model trained on them must
+    not level video faces either.
+
+    Raises:
+        SignferError: ``crop.align`` without ``crop_faces``.
+    """
+    if crop is not None and crop.align and not crop_faces:
+        raise SignferError(f"{where} levels the eyes of faces the detector finds, so it needs --crop-faces "
+                           "(face crops are used as they are: a model trained on them would see "
+                           "levelled faces only in video)")
+
+
 def dataset_crop(table, crop: CropSpec | None = None, crop_faces: str | None = None, *,
                  sample: int = 200, seed: int = 0, log=lambda s: None) -> CropSpec:
     """The crop spec that describes how a dataset's faces are framed, for its model.
@@ -208,6 +224,7 @@ def dataset_crop(table, crop: CropSpec | None = None, crop_faces: str | None = N
     from signfer.faces import DEFAULT_DETECTOR, create_detector
     from signfer.faces.framing import describe_framing, measure_framing
 
+    check_align(crop, crop_faces)
     crop = crop or CropSpec()
     if crop_faces:
         return replace(crop, detector=crop_faces, framing=None)

@@ -33,7 +33,7 @@ import yaml
 from signfer import __version__, progress
 from signfer.config import RunSpec, TrainConfig, dump_yaml
 from signfer.data.cache import load_images
-from signfer.data.spec import dataset_crop, equalize
+from signfer.data.spec import check_align, dataset_crop, equalize
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 from signfer.experiments.executors import LocalExecutor, Resources
@@ -351,6 +351,10 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
     check_out_files([out / name for name in ("config.yaml", "folds.csv", "results.csv", "results.md")])
     if not grid.runs:
         raise SignferError("the grid has no configuration to run")
+    check_align(crop, crop_faces)
+    for spec in grid.runs:
+        if spec.crop is not None:
+            check_align(spec.crop, spec.crop_faces or crop_faces, f"configuration {spec.name!r}: align")
     slugs = {}
     for spec in grid.runs:
         d = fold_dir(out, spec, 0)

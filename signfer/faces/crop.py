@@ -313,7 +313,9 @@ def crop_face(
             were. With ``spec.align`` and landmarks, the image is first
             rotated about the eyes' midpoint to level them. ``spec.region``
             keeps the rows above or from the nose landmark (after rotation;
-            without landmarks, :data:`NOSE_ROW` of the box height). Parts
+            without landmarks, :data:`NOSE_ROW` of the box height; with
+            ``spec.framing``, :data:`NOSE_ROW` of the framed rectangle's
+            height, as the pre-cropped training faces were split). Parts
             of the cut outside the image are filled with black.
 
     Returns:
@@ -337,7 +339,12 @@ def crop_face(
             box = _rotate_box(box, angle, centre)
         rect = crop_rect(box, spec)
         if spec.region != "full":
-            row = box.landmarks[2][1] if box.landmarks else box.y + NOSE_ROW * box.h
+            if spec.framing is not None:
+                # the training faces were crops split at NOSE_ROW of their
+                # height; this rectangle shows a face as they did
+                row = rect[1] + NOSE_ROW * (rect[3] - rect[1])
+            else:
+                row = box.landmarks[2][1] if box.landmarks else box.y + NOSE_ROW * box.h
             rect = _split(rect, row, spec.region)
         pil = _cut(image, rect, angle, centre)
     return np.asarray(pil.resize((size, size), Image.BILINEAR), dtype=np.uint8)

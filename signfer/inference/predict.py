@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import sys
 import time
@@ -34,6 +35,8 @@ from signfer.labels import require_overlap, shared_columns
 from signfer.metrics import compute_metrics
 from signfer.models.checkpoint import builtin_models
 
+log = logging.getLogger(__name__)
+
 
 def default_model() -> str:
     """The built-in model used when none is named: MobileNetV2's when it ships."""
@@ -43,14 +46,32 @@ def default_model() -> str:
     return "mobilenetv2-fer" if "mobilenetv2-fer" in models else next(iter(models))
 
 
-def make_detector(detector=None):
-    """A detector from a registered name (``None`` or ``"default"``: the default one),
-    or ``detector`` itself when it already is one (has ``detect``)."""
+def make_detector(detector=None, classifier=None):
+    """A detector from a registered name, or ``detector`` itself when it already is one (has ``detect``).
+
+    ``None`` is the detector that ``classifier``'s training faces were cut or
+    framed with (its crop spec's; a model's margin and framing describe that
+    detector's boxes), or the default one when it records none; ``"default"``
+    is the default one.
+    """
     if hasattr(detector, "detect"):
         return detector
     from signfer.faces import DEFAULT_DETECTOR, create_detector
 
+    if detector is None:
+        detector = model_detector(classifier) if classifier is not None else None
     return create_detector(DEFAULT_DETECTOR if detector in (None, "default") else detector)
+
+
+def model_detector(classifier) -> str | None:
+    """The detector recorded in a classifier's crop spec (of a fused one, its
+    first member's, with a warning when the members recorded different ones)."""
+    members = getattr(classifier, "members", [classifier])
+    names = [getattr(getattr(getattr(m, "spec", None), "crop", None), "detector", None) for m in members]
+    if len(set(names)) > 1:
+        log.warning("the fused models' faces were cut by different detectors (%s); using %s",
+                    ", ".join(map(str, names)), names[0])
+    return names[0]
 
 
 def make_classifier(model=None, backend: str = "auto"):
@@ -230,7 +251,7 @@ def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detec
     ensure_out_dir(out)
     check_out_files([f for v in videos for f in output_paths(v, out, overlay=overlay).values()])
     clf = make_classifier(model, backend)
-    return annotate_many(videos, out, clf, make_detector(detector), every=every, fps=fps, smooth=smooth,
+    return annotate_many(videos, out, clf, make_detector(detector, clf), every=every, fps=fps, smooth=smooth,
                          min_duration=min_duration, overlay=overlay, detect_every=_detect_every(detect_every),
                          detect_size=_detect_size(detect_size), track=track, chunk_s=chunk_s,
                          executor=executor)
@@ -305,7 +326,7 @@ def suggest(videos: Iterable[str | Path], out: str | Path, *, n: int = 50, metho
     ensure_out_dir(out)
     check_out_files([out / f"{v.stem}.suggest{suffix}" for v in videos for suffix in (".csv", ".eaf")])
     clf = make_classifier(model, backend)
-    det = make_detector(detector)
+    det = make_detector(detector, clf)
     fn = functools.partial(suggest_one, out=out, n=n, method=method, every=every, fps=fps,
                            detect_every=_detect_every(detect_every), detect_size=_detect_size(detect_size),
                            track=track)
