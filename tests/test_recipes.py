@@ -163,12 +163,22 @@ def test_dfki2025_grid_adds_one_step_per_row():
     ]
 
 
-def test_a_grid_configuration_cuts_its_own_faces_and_resumes_only_so(feph_small, tiny_fer, tmp_path):
+def test_a_grid_configuration_cuts_its_own_faces_and_resumes_only_so(feph_small, tiny_fer, tmp_path,
+                                                                     monkeypatch):
+    import dataclasses
+
     import yaml
 
     from signfer.data import load_dataset
+    from signfer.experiments import runner
     from signfer.experiments.grid import grid_from_yaml
     from signfer.experiments.runner import fold_dir, run_grid
+    from signfer.faces.crop import CropSpec, Framing
+
+    # YuNet finds no face in the synthetic cartoons: the framing it would measure
+    measured = Framing(0.5, 0.45, 0.6, 0.7, n_measured=20, n_found=20)
+    monkeypatch.setattr(runner, "dataset_crop", lambda table, crop, crop_faces, **kw: dataclasses.replace(
+        crop or CropSpec(), detector="yunet", framing=measured))
 
     def grid(region):
         path = tmp_path / f"grid-{region}.yaml"
@@ -188,6 +198,9 @@ def test_a_grid_configuration_cuts_its_own_faces_and_resumes_only_so(feph_small,
     # each kept model records the crop it was trained with
     assert json.loads((whole / "model.json").read_text())["crop"]["region"] == "full"
     assert json.loads((part / "model.json").read_text())["crop"]["region"] == "upper"
+    # both cut the same pre-cropped images, so both cut video faces with their measured framing
+    for model in (whole, part):
+        assert json.loads((model / "model.json").read_text())["crop"]["framing"] == dataclasses.asdict(measured)
     with pytest.raises(SignferError, match="other settings"):
         run_grid(table, grid("lower"), out, log=lambda s: None)
 

@@ -138,7 +138,12 @@ def _fit_inputs(spec: RunSpec, seed: int, train_side: np.ndarray, inputs: ImageI
     torch.manual_seed(seed)
     model, meta = build_model(spec.arch, list(inputs.table.classes), spec.init, grid.input_size)
     faces = inputs.faces(spec)
-    meta.crop = dataclasses.replace(faces[1], detector=faces[0] or faces[1].detector).to_dict()
+    detector, crop = faces
+    if detector is None and crop.framing is None and inputs.crop.framing is not None:
+        # a configuration's own crop of the same pre-cropped images: their
+        # framing, measured for the run, is its model's too
+        crop = dataclasses.replace(crop, framing=inputs.crop.framing, detector=inputs.crop.detector)
+    meta.crop = dataclasses.replace(crop, detector=detector or crop.detector).to_dict()
     images = inputs.get(meta.input_size, equalize_mode(spec.techniques), faces)
     prep, preprocessing = choose_preprocess(spec.techniques, spec.init, spec.train, meta, images, train_side)
     # features depend only on initial weights, images and preprocessing: shared
