@@ -849,6 +849,15 @@ def _train_align_without_crop_faces(c):
 
 
 @case("setting")
+def _arch_without_offline_weights(c):
+    # found before config.yaml and folds.csv are written, not after the first fold
+    out = c.tmp / "out"
+    return Bad(["cv", "--dataset", "feph", "--root", c.feph_small, "--arch", "mobilenetv3_large", "--init",
+                "imagenet", "--folds", "3", "--out", out], ("no offline ImageNet weights for 'mobilenetv3_large'",),
+               setup=None)
+
+
+@case("setting")
 def _threads_negative(c):
     return Bad(["--threads", "-3", "models"], ("--threads must be >= 1, got -3",), alone=True)
 

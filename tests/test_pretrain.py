@@ -77,6 +77,16 @@ def test_resume_on_other_faces_is_refused_and_a_moved_dataset_resumes(fer_like, 
     assert pretrain(moved, tmp_path / "run", cfg(3), max_epochs_this_run=1) is None
 
 
+def test_a_run_refused_before_its_first_epoch_does_not_lock_its_folder(tmp_path):
+    data = make_folder_dataset(tmp_path / "ck", ("angry", "contempt"), per_class=4,
+                               splits=("train", "validation"), size=24)
+    taught = dataclasses.replace(cfg(1), teachers=("mobilenetv2-fer",))
+    with pytest.raises(SignferError, match="does not know the classes"):  # FER2013 has no contempt
+        pretrain(data, tmp_path / "run", taught)
+    assert not (tmp_path / "run" / "pretrain_config.json").exists()
+    assert pretrain(data, tmp_path / "run", cfg(1)) is not None  # the corrected command runs
+
+
 def test_a_state_of_another_run_is_a_one_line_error(fer_like, tmp_path):
     pretrain(fer_like, tmp_path, cfg(2), max_epochs_this_run=1)
     torch.save({"epoch": 1}, tmp_path / STATE)  # loads, but holds nothing of the run

@@ -50,7 +50,7 @@ from signfer.io import (
 )
 from signfer.labels import require_overlap, shared_columns
 from signfer.metrics import compute_metrics
-from signfer.models.checkpoint import build_model, load_meta, save_checkpoint
+from signfer.models.checkpoint import build_model, check_init, load_meta, save_checkpoint
 from signfer.training.fit import fit, frozen_features
 from signfer.training.loop import predict_logits, predict_proba
 from signfer.training.train import choose_preprocess, equalize_mode, finetuned_meta
@@ -357,6 +357,8 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
     if not grid.runs:
         raise SignferError("the grid has no configuration to run")
     check_align(crop, crop_faces)
+    for arch, init in dict.fromkeys((spec.arch, spec.init) for spec in grid.runs):
+        check_init(arch, init)
     for spec in grid.runs:
         if spec.crop is not None:
             check_align(spec.crop, spec.crop_faces or crop_faces, f"configuration {spec.name!r}: align")

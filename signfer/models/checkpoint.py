@@ -237,6 +237,22 @@ def _load_state(model: nn.Module, state: dict, source) -> None:
         raise SignferError(f"{source}: weights do not load ({str(e).splitlines()[-1].strip()})") from None
 
 
+def check_init(arch: str, init: str) -> None:
+    """Refuse, before any work, a start that :func:`build_model` could not make:
+    an unknown architecture, ImageNet weights that are not installed, a
+    checkpoint that is missing, damaged or of another architecture."""
+    from signfer.models.registry import imagenet_weights_path
+
+    if init in ("random", "imagenet"):
+        spec = get_arch(arch)
+        if init == "imagenet":
+            imagenet_weights_path(spec)
+        return
+    meta = load_meta(init)
+    if get_arch(arch).name != meta.arch:
+        raise SignferError(f"checkpoint {init!r} is a {meta.arch}, not a {arch}")
+
+
 def build_model(arch: str | None, classes: list[str], init: str, input_size: int = 64) -> tuple[nn.Module, ModelMeta]:
     """A model for ``classes``, initialised from ``init``, with its preprocessing metadata.
 

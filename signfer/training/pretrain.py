@@ -158,14 +158,12 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
             raise SignferError(f"{cfg_path}: damaged ({e}); delete the run folder {out} or use a new --out") from None
         if saved != _plain(cfg):
             raise SignferError(f"{out} holds a run with another config ({cfg_path}); use a new --out")
-    else:
-        write_json(cfg_path, _plain(cfg))
 
     train, val, report = pretrain_splits(root, cfg)
     classes = list(train.classes)
     if list(val.classes) != classes:
         raise SignferError(f"validation classes {val.classes} differ from training classes {train.classes}")
-    _check_same_data(out / DATA_RECORD, root, [train, val] + ([report] if report is not None else []))
+    faces = _check_same_data(out / DATA_RECORD, root, [train, val] + ([report] if report is not None else []))
     _log(f"pretrain {cfg.arch}: {len(train.samples)} train, {len(val.samples)} {val.name} faces"
          + (f" choose the epoch, {len(report.samples)} {report.name} faces are scored beside"
             if report is not None else "") + f", {cfg.input_size}px, on {dev}")
@@ -187,6 +185,9 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         return random_affine(x, cfg.rotate, cfg.scale, generator)  # x itself when both are 0
 
     teachers = Teachers(cfg.teachers, classes, dev) if cfg.teachers else None
+    if not cfg_path.exists():  # only now: a run refused above leaves nothing that would lock the folder
+        write_json(out / DATA_RECORD, faces)
+        write_json(cfg_path, _plain(cfg))
     mixing = cfg.cutmix > 0 or teachers is not None  # else the labels are the targets, as before
 
     def mix(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,12 +303,13 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
 DATA_RECORD = "pretrain_data.json"
 
 
-def _check_same_data(path: Path, root: str | Path, tables: list) -> None:
-    """Write what the run trains and selects on, or refuse to resume on other faces.
+def _check_same_data(path: Path, root: str | Path, tables: list) -> dict:
+    """The record of what the run trains and selects on; refuse to resume on other faces.
 
     The record is each table's size and a hash of its faces' paths (relative to
     ``root``, so the dataset may move between machines), labels and file
-    sizes. A run folder from before the record existed gets one now.
+    sizes. A run folder from before the record existed gets one now; a new
+    run writes it when it starts.
     """
     import hashlib
     import os
@@ -320,8 +322,9 @@ def _check_same_data(path: Path, root: str | Path, tables: list) -> None:
             h.update(f"{os.path.relpath(p, base)}|{label}|{os.path.getsize(p)}\n".encode())
         now[table.name] = {"faces": len(table.samples), "sha1": h.hexdigest()}
     if not path.exists():
-        write_json(path, now)
-        return
+        if path.with_name("pretrain_config.json").exists():
+            write_json(path, now)
+        return now
     try:
         was = read_json(path)
     except (OSError, ValueError) as e:
@@ -332,6 +335,7 @@ def _check_same_data(path: Path, root: str | Path, tables: list) -> None:
                              for name, r in record.items()) if isinstance(record, dict) else "?"
         raise SignferError(f"{path.parent} holds a run on other faces ({sizes(was)}; now {sizes(now)}); "
                            "use a new --out, or the --root it started on")
+    return now
 
 
 def pretrain_splits(root: str | Path, cfg: PretrainConfig):
