@@ -829,6 +829,14 @@ def _train_epochs_from_a_damaged_fold(c):
 
 
 @case("run")
+def _train_epochs_from_a_run_on_other_data(c):
+    # its epochs and its score would be recorded as this model's
+    out, _ = copy_run(c)
+    return Bad(["train", "--dataset", "feph", "--root", feph(c), "--epochs-from", out, "--out", c.tmp / "m"],
+               ("config.yaml: the run cross-validated", "on the same data"), watch=(out,))
+
+
+@case("run")
 def _report_of_a_damaged_results_csv(c):
     out, _ = copy_run(c)
     (out / "results.csv").write_text('config,arch,fold,accuracy,macro_f1\n"no-FT,mobilenetv2,0,0.5,0.4\n')

@@ -98,6 +98,26 @@ def finetuned_meta(meta: ModelMeta, prep: PreprocessSpec, *, techniques: tuple[s
     )
 
 
+def check_same_dataset(run: str | Path, table: SampleTable) -> None:
+    """Refuse a cv/grid run made on other data (other classes or another number
+    of faces, as its config.yaml records): its epochs and its score would not
+    be this model's."""
+    import yaml
+
+    path = Path(run) / "config.yaml"
+    try:
+        recorded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return  # the folds themselves are checked next, naming what is wrong
+    if not isinstance(recorded, dict):
+        return
+    was = (recorded.get("classes"), recorded.get("n_samples"))
+    now = (list(table.classes), len(table.samples))
+    if was != now:
+        raise SignferError(f"{path}: the run cross-validated {was[1]} faces of {was[0]}, but these are "
+                           f"{now[1]} faces of {now[0]}; --epochs-from takes a run on the same data")
+
+
 def epochs_from_run(run: str | Path, *, arch: str, init: str | None, techniques: tuple[str, ...],
                     cfg: TrainConfig | None) -> dict:
     """The number of epochs a finished cv/grid run chose for this configuration.
@@ -202,6 +222,8 @@ def finetune(
     if arch is None:  # the init checkpoint's
         arch = load_meta(init).arch
     # the run folder first: a wrong one should fail before any work is done
+    if epochs_from:
+        check_same_dataset(epochs_from, table)
     chosen = epochs_from_run(epochs_from, arch=arch, init=init, techniques=t, cfg=cfg) if epochs_from else None
     init = init or chosen["init"]
     if cfg is None:
