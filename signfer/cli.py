@@ -739,7 +739,9 @@ def get_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="label and probabilities for face images")
     s.add_argument("images", nargs="+")
-    s.add_argument("--model", default=None, help="default: the first built-in model")
+    s.add_argument("--model", action="append", default=None,
+                   help="a built-in model or checkpoint (default: mobilenetv2-fer); repeat it to fuse "
+                        "several, e.g. an upper- and a lower-face model (mean of their probabilities)")
     s.add_argument("--detector", default=None,
                    help="find and crop the face first (for full images); default: images are face crops")
     s.add_argument("--format", choices=["csv", "json"], default="csv")

@@ -448,6 +448,20 @@ def test_predict_with_a_trained_checkpoint(trained, feph_small, capsys):
         f"prob_{c}" for c in ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")]
 
 
+def test_predict_fuses_several_models(trained, tiny_fer, feph_small, capsys):
+    _, _, stem, _ = trained
+    png = min((feph_small / "FePh_images").glob("*.png"))
+
+    def probs(*models):
+        argv = [a for m in models for a in ("--model", m)]
+        rc, out, err = cli(capsys, "predict", png, *argv, "--backend", "torch")
+        assert rc == 0, err
+        return pd.read_csv(io.StringIO(out)).filter(like="prob_").sort_index(axis=1).to_numpy()[0]
+
+    one, other = probs(stem), probs(tiny_fer)
+    assert np.allclose(probs(stem, tiny_fer), (one + other) / 2, atol=2e-4)  # 4 decimals printed
+
+
 @pytest.fixture(scope="module")
 def face_clip(tmp_path_factory):
     skimage_data = pytest.importorskip("skimage.data")
