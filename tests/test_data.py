@@ -68,7 +68,7 @@ def test_feph_default_protocol(tmp_path):
     assert reasons(table) == {
         "FePh_labels.csv:4": "multi-label (happiness, sadness)",
         "FePh_labels.csv:5": "empty label (face not visible)",
-        "FePh_labels.csv:6": "class none (pass keep_none=True to keep it)",
+        "FePh_labels.csv:6": "class none (--keep-none, keep_none=True in Python, keeps it)",
         "FePh_labels.csv:8": "multi-label (happiness, sadness)",
         "FePh_labels.csv:9": "multi-label (neutral, happiness)",
         "FePh_labels.csv:16": "multi-label (happiness, none)",
@@ -112,9 +112,9 @@ def test_feph_keep_multilabel_gives_one_row_per_label(tmp_path):
     assert rows["group"].tolist() == [VIDEOS[0], VIDEOS[0]]
     assert reasons(table) == {
         "FePh_labels.csv:5": "empty label (face not visible)",
-        "FePh_labels.csv:6": "class none (pass keep_none=True to keep it)",
+        "FePh_labels.csv:6": "class none (--keep-none, keep_none=True in Python, keeps it)",
         "FePh_labels.csv:16": (
-            "class none dropped from a multi-label row (pass keep_none=True to keep it)"
+            "class none dropped from a multi-label row (--keep-none, keep_none=True in Python, keeps it)"
         ),
     }
 

@@ -141,9 +141,12 @@ def test_class_in_too_few_groups_is_named():
     labels = ["happiness"] * 6 + ["fear"] * 4
     groups = ["a", "b", "c", "d", "e", "f", "a", "a", "b", "b"]
     t = table_of(labels, groups)
-    with pytest.raises(SignferError, match=r"class 'fear' occurs in only 2 group\(s\)"):
+    with pytest.raises(SignferError, match=r"class 'fear' occurs in only 2 group\(s\).*use at most 2 folds"):
         check_splittable(t, 3)
     check_splittable(t, 2)
+    # in one group only, no number of folds can do: the class must go
+    with pytest.raises(SignferError, match=r"only 1 group\(s\).*leave the class out \(cross"):
+        check_splittable(table_of(labels, ["a", "b", "c", "d", "e", "f", "a", "a", "a", "a"]), 2)
 
 
 def test_k_below_two_is_an_error(table):

@@ -236,7 +236,7 @@ def load_feph(
         kept = [label for label in labels if keep_none or label != "none"]
         if len(kept) < len(labels):
             what = "class none dropped from a multi-label row" if kept else "class none"
-            skipped.append((where, f"{what} (pass keep_none=True to keep it)"))
+            skipped.append((where, f"{what} (--keep-none, keep_none=True in Python, keeps it)"))
         if not kept:
             continue
         if path_problem(path):

@@ -80,7 +80,7 @@ def _choose(root: Path, split: str | None) -> list[Path]:
     choices = ", ".join(repr(s) for s in [*found, "all"])
     if split is None:
         raise SignferError(
-            f"{root} holds split folders {names}; pass split= one of {choices}"
+            f"{root} holds split folders {names}; choose one with --split (split= in Python): {choices}"
         )
     if split == "all":
         return [found[s] for s in SPLITS if s in found]

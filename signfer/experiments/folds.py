@@ -33,7 +33,7 @@ def check_splittable(table: SampleTable, k: int) -> None:
         c, n = small.index[0], int(small.iloc[0])
         raise SignferError(
             f"{table.name}: class {c!r} has {n} sample(s), fewer than the {k} folds "
-            f"(e.g. {s.loc[s['label'] == c, 'source'].iloc[0]}); drop it or use fewer folds"
+            f"(e.g. {s.loc[s['label'] == c, 'source'].iloc[0]}); {_remedy(n)}"
         )
     if table.has_groups:
         groups = s.groupby("label")["group"].nunique()
@@ -42,8 +42,15 @@ def check_splittable(table: SampleTable, k: int) -> None:
             c, n = few.index[0], int(few.iloc[0])
             raise SignferError(
                 f"{table.name}: class {c!r} occurs in only {n} group(s) (videos), fewer than "
-                f"the {k} folds, so some test folds would lack it; use fewer folds"
+                f"the {k} folds, so some test folds would lack it; {_remedy(n)}"
             )
+
+
+def _remedy(n: int) -> str:
+    """What to do about a class found in only ``n`` samples or groups."""
+    if n >= 2:
+        return f"use at most {n} folds, or leave the class out"
+    return "leave the class out (cross-validation needs it on both sides of every split)"
 
 
 def assign_folds(table: SampleTable, k: int, seed: int) -> np.ndarray:
