@@ -165,8 +165,8 @@ def _train_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
 
 
 def _video_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("videos", nargs="+")
-    p.add_argument("--out", required=True)
+    p.add_argument("videos", nargs="+", help="video files")
+    p.add_argument("--out", required=True, help="folder for the outputs, named after each video's file name")
     p.add_argument("--model", action="append", default=None,
                    help="default: the built-in mobilenetv2-fer; repeat to fuse several models, e.g. an "
                         "upper- and a lower-face model (mean of their probabilities, each also written)")
@@ -185,7 +185,8 @@ def _video_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect-size", type=int, default=None, metavar="PX",
                    help="the detector sees a copy of each frame at most PX pixels long (default 320; "
                         "0: the whole frame); the face is cut from the full-resolution frame")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="auto: ONNX Runtime when installed, else PyTorch")
     _ray_args(p, "each video is one Ray task; on a cluster the videos and --out must be on storage "
                  "every node sees")
     p.epilog = ("A video that cannot be read is reported on its own error line and the others are "
@@ -641,10 +642,10 @@ def get_parser() -> argparse.ArgumentParser:
                         "relative to --root); default: print it")
     s.set_defaults(func=cmd_data_duplicates)
     s = data.add_parser("from-elan", help="ELAN tiers + their videos -> a training manifest")
-    s.add_argument("eaf", nargs="+")
-    s.add_argument("--tier", required=True)
+    s.add_argument("eaf", nargs="+", help="ELAN files, each linked to its video")
+    s.add_argument("--tier", required=True, help="the tier whose annotations are expression labels")
     s.add_argument("--out", required=True, help="manifest CSV to write")
-    s.add_argument("--detector")
+    s.add_argument("--detector", help="finds the faces to crop (see `signfer detectors`; default: yunet)")
     s.add_argument("--size", type=int, default=None, help="side of the saved face crops")
     s.add_argument("--per-segment", type=int, default=5, help="frames sampled in each annotation")
     s.add_argument("--video", help="the video (one EAF) or a folder to find linked videos in")
@@ -652,7 +653,7 @@ def get_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("cv", help="K-fold cross-validation of one configuration")
     _dataset_args(s, crop=True)
-    s.add_argument("--arch", default="mobilenetv2")
+    s.add_argument("--arch", default="mobilenetv2", help="see `signfer models` (default: mobilenetv2)")
     s.add_argument("--init", help="random, imagenet, a built-in model or a checkpoint (default: the preset's "
                                   "built-in FER model: 64 px for fast, 160 px for accurate)")
     s.add_argument("--techniques", default="ft,ip,hf", help="any of ft,head,hf,cw,ws,ip,he,hec; 'none' = zero-shot")
@@ -697,7 +698,7 @@ def get_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("report", help="results.md, paired tests and plots for a run folder")
-    s.add_argument("run")
+    s.add_argument("run", help="a cv or grid run folder (its --out)")
     s.add_argument("--html", action="store_true",
                    help="also write report.html: one self-contained page (images inline, no external URL) "
                         "with the tables, tests, figures, learning curves and the resolved config")
@@ -716,7 +717,8 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--time-limit", type=float, metavar="MINUTES",
                    help="stop before an epoch would end after this many minutes and write the best "
                         "epoch so far (re-run to resume)")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True,
+                   help="run folder: its state (re-run to resume) and the checkpoint ARCH-fer.safetensors + .json")
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("models", help="list the built-in FER models and architectures, or describe one model")
@@ -729,8 +731,9 @@ def get_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="accuracy of a model on a labelled dataset (no training)")
     _dataset_args(s, crop=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    s.add_argument("--model", required=True, help="a built-in model or checkpoint")
+    s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="auto: ONNX Runtime when installed, else PyTorch")
     s.add_argument("--halves", action="store_true",
                    help="also score the two fixed halves of the faces (by a hash of the file name): the "
                         "selection half, to choose models on, and the report half, that nothing chose on")
@@ -738,14 +741,15 @@ def get_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="label and probabilities for face images")
-    s.add_argument("images", nargs="+")
+    s.add_argument("images", nargs="+", help="image files")
     s.add_argument("--model", action="append", default=None,
                    help="a built-in model or checkpoint (default: mobilenetv2-fer); repeat it to fuse "
                         "several, e.g. an upper- and a lower-face model (mean of their probabilities)")
     s.add_argument("--detector", default=None,
                    help="find and crop the face first (for full images); default: images are face crops")
-    s.add_argument("--format", choices=["csv", "json"], default="csv")
-    s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    s.add_argument("--format", choices=["csv", "json"], default="csv", help="of the table printed (default: csv)")
+    s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="auto: ONNX Runtime when installed, else PyTorch")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("annotate", help="per-frame expressions of videos: CSV, ELAN, timeline")
@@ -761,13 +765,15 @@ def get_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("suggest", help="the most uncertain frames, as an ELAN tier to annotate first")
     _video_args(s)
     s.add_argument("--n", type=int, default=50, help="how many frames to suggest per video")
-    s.add_argument("--method", choices=["entropy", "margin"], default="entropy")
+    s.add_argument("--method", choices=["entropy", "margin"], default="entropy",
+                   help="entropy of the probabilities (default), or margin between the two likeliest classes")
     s.set_defaults(func=cmd_suggest)
 
     exp = sub.add_parser("export", help="export a model").add_subparsers(dest="export_command", required=True)
     s = exp.add_parser("onnx", help="ONNX export with a parity check against PyTorch")
-    s.add_argument("model")
-    s.add_argument("--out")
+    s.add_argument("model", help="a built-in model or checkpoint")
+    s.add_argument("--out", help="NAME.onnx to write, its metadata beside it as NAME.json (default: beside "
+                                 "the checkpoint; a built-in model's in the current folder)")
     s.set_defaults(func=cmd_export_onnx)
 
     imp = sub.add_parser("import", help="import another tool's model as a signfer checkpoint").add_subparsers(
@@ -781,9 +787,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_import_hsemotion)
 
     s = sub.add_parser("demo", help="the main job end to end on a generated set (or --data)")
-    s.add_argument("--out", default="demo_out")
+    s.add_argument("--out", default="demo_out", help="folder for the run, report and model (default: demo_out)")
     s.add_argument("--data", help="a FePh folder to use instead of the generated set")
-    s.add_argument("--folds", type=int, default=3)
+    s.add_argument("--folds", type=int, default=3, help="cross-validation folds (default: 3)")
     s.set_defaults(func=cmd_demo)
     return p
 
