@@ -452,7 +452,9 @@ def _model_details(meta) -> list[str]:
         per_class = ", ".join(f"{c} {n}" for c, n in fp.get("per_class", {}).items())
         lines.append(f"data fingerprint: {fp.get('n_samples')} samples ({per_class}), "
                      f"sha256 {fp.get('sha256', '')[:16]}...")
-    lines.append(f"validation accuracy: {meta.val_accuracy}")
+    lines.append(f"validation accuracy: {meta.val_accuracy}" if meta.val_accuracy is not None else
+                 "validation accuracy: none (trained on every face, for the epochs "
+                 + ("cross-validation chose)" if meta.extra.get("cv") else "set)"))
     if "report_accuracy" in meta.extra:
         lines.append(f"report half accuracy: {meta.extra['report_accuracy']} ({meta.extra.get('report_faces')} "
                      "faces that chose nothing)")
