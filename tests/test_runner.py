@@ -134,6 +134,9 @@ def test_config_yaml_records_seed_and_runs(grid_run, table):
     assert [r["name"] for r in cfg["runs"]] == [s.name for s in grid.runs]
     assert cfg["runs"][1]["train"]["epochs"] == 1
     assert cfg["runs"][1]["techniques"] == ["ft", "hf", "ip"]
+    # the grid's input size applies to ImageNet and random inits only, and says so
+    assert cfg["input_size"] == SIZE
+    assert f"input_size: {SIZE}  # of ImageNet and random inits" in (out / "config.yaml").read_text()
 
 
 def test_metrics_agree_with_scikit_learn(grid_run, table):

@@ -401,7 +401,7 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
             jobs.append((spec, fold))
             numbers.append(number)
     # only now: a refused resume (above) must not overwrite the run's config.yaml
-    write_text(out / "config.yaml", dump_yaml(settings))
+    write_text(out / "config.yaml", _annotated(dump_yaml(settings)))
     executor = executor or LocalExecutor()
     if executor.name == "local":
         fold_log = progress.detail(log)
@@ -433,6 +433,12 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
             bar.update()
     _write_results(out, grid, earlier)
     return collect_results(out, grid)
+
+
+def _annotated(config_yaml: str) -> str:
+    """config.yaml's text with a note on the setting that is easy to misread."""
+    return re.sub(r"^(input_size: \d+)$", r"\1  # of ImageNet and random inits; a checkpoint brings its own",
+                  config_yaml, count=1, flags=re.M)
 
 
 def _print_line(msg: str) -> None:  # a fit's log line from a Ray worker (Ray forwards its stderr)
