@@ -235,6 +235,7 @@ def test_class_with_fewer_members_than_folds(tmp_path, tiny_fer, capsys):
                      "--init", tiny_fer, "--out", tmp_path / "out", *TINY)
     line = one_error(rc, err, "has 2 sample(s), fewer than the 3 folds")
     assert re.search(r"FePh: class '\w+' has 2 sample\(s\).*\(e\.g\. FePh_labels\.csv:\d+\)", line), line
+    assert not (tmp_path / "out").exists()  # refused before the run folder is made
 
 
 def test_unreadable_image_names_file_and_row(tmp_path, tiny_fer, capsys):

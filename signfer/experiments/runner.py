@@ -37,7 +37,7 @@ from signfer.data.spec import check_align, dataset_crop, equalize
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 from signfer.experiments.executors import LocalExecutor, Resources
-from signfer.experiments.folds import inner_split, load_or_make_folds
+from signfer.experiments.folds import check_splittable, inner_split, load_or_make_folds
 from signfer.experiments.grid import Grid
 from signfer.faces.crop import CropSpec
 from signfer.io import (
@@ -351,17 +351,19 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
     driver resumes as a local run does.
     """
     out = Path(out)
-    # every output can be written before anything is trained
-    ensure_out_dir(out, "run folder")
-    check_out_files([out / name for name in ("config.yaml", "folds.csv", "results.csv", "results.md")])
+    # what can be refused without the folder, before it is made
     if not grid.runs:
         raise SignferError("the grid has no configuration to run")
+    check_splittable(table, grid.folds)
     check_align(crop, crop_faces)
     for arch, init in dict.fromkeys((spec.arch, spec.init) for spec in grid.runs):
         check_init(arch, init)
     for spec in grid.runs:
         if spec.crop is not None:
             check_align(spec.crop, spec.crop_faces or crop_faces, f"configuration {spec.name!r}: align")
+    # every output can be written before anything is trained
+    ensure_out_dir(out, "run folder")
+    check_out_files([out / name for name in ("config.yaml", "folds.csv", "results.csv", "results.md")])
     slugs = {}
     for spec in grid.runs:
         d = fold_dir(out, spec, 0)
