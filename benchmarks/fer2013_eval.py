@@ -105,14 +105,13 @@ def evaluate_fer(table, batched: bool) -> dict:
 
 def subsets(table, exclude: str | None) -> dict[str, np.ndarray]:
     """Boolean masks over ``table``: all faces, deduplicated, and its two halves."""
-    from signfer.data.duplicates import read_list
+    from signfer.data.duplicates import drop_listed
     from signfer.data.halves import halves
 
-    names = table.samples["path"].map(lambda p: p.rsplit("/", 1)[-1])
-    masks = {"all": np.ones(len(names), bool)}
-    if exclude:
-        listed, _ = read_list(exclude)
-        masks["dedup"] = ~names.isin(set(listed["name"])).to_numpy()
+    masks = {"all": np.ones(len(table.samples), bool)}
+    if exclude:  # the faces --exclude keeps, matched as every command matches them
+        kept = set(drop_listed(table, exclude).samples["path"])
+        masks["dedup"] = table.samples["path"].isin(kept).to_numpy()
     else:
         masks["dedup"] = masks["all"]
     which = halves(table.samples["path"])
