@@ -95,6 +95,23 @@ def test_summary_table_marks_missing_combinations_and_uneven_folds():
     assert table.loc["a", "folds"] == "m: 2, e: 1"
 
 
+def test_summary_table_counts_only_the_folds_that_measured_the_metric():
+    # folds written before macro_recall existed sit beside newer ones
+    df = pd.DataFrame({"config": ["a"] * 3 + ["b"] * 2, "arch": "m", "fold": [0, 1, 2, 0, 1],
+                       "accuracy": [0.5, 0.7, np.nan, np.nan, np.nan], "macro_f1": 0.5})
+    table = summary_table(df)
+    assert table.loc["a", "m"] == "60.0 ± 14.1 (50.0)" and table.loc["a", "folds"] == "2"
+    assert table.loc["b", "m"] == "—" and table.loc["b", "folds"] == "0"
+
+
+def test_configurations_named_like_missing_values_or_html_keep_their_names(tmp_path):
+    names = {"baseline": "None", "augment": "NA <script>x</script>"}
+    _write_run(tmp_path, rename=names)
+    md = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "| None |" in md and "| NA &lt;script>x&lt;/script> |" in md  # read as names, not NaN
+    assert "<script>" not in md
+
+
 def test_report_holds_the_table_in_grid_order(report):
     out, path, md, _ = report
     assert path == out / "results.md"

@@ -162,6 +162,7 @@ def aggregate(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Dat
             values = pd.to_numeric(grp[m], errors="coerce")
             row[f"{m}_mean"] = float(values.mean())
             row[f"{m}_sd"] = float(values.std(ddof=1))
+            row[f"{m}_n"] = int(values.notna().sum())  # folds that measured it (NaN: an older fold)
         rows.append(row)
-    columns = ["config", "arch", "n_folds"] + [f"{m}_{s}" for m in metrics for s in ("mean", "sd")]
+    columns = ["config", "arch", "n_folds"] + [f"{m}_{s}" for m in metrics for s in ("mean", "sd", "n")]
     return pd.DataFrame(rows, columns=columns)

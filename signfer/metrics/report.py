@@ -49,7 +49,8 @@ def load_results(out_dir: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise SignferError(f"no results to report: {path} does not exist")
     try:
-        results = pd.read_csv(path, dtype={"config": str, "arch": str})
+        # only an empty cell is missing: a configuration may be named "None" or "NA"
+        results = pd.read_csv(path, dtype={"config": str, "arch": str}, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:
         raise SignferError(f"no results to report: {path} is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
@@ -105,9 +106,13 @@ def summary_table(
                 row[arch] = DASH
                 continue
             a = agg.loc[(config, arch)]
+            folds[arch] = int(a[f"{metric}_n"])  # the folds that measured it
+            if not folds[arch]:
+                row[arch] = DASH
+                continue
             sd = f" ± {_pct(a[f'{metric}_sd'])}" if not math.isnan(a[f"{metric}_sd"]) else ""
-            row[arch] = f"{_pct(a[f'{metric}_mean'])}{sd} ({_pct(a[f'{secondary}_mean'])})"
-            folds[arch] = int(a["n_folds"])
+            second = a[f"{secondary}_mean"]
+            row[arch] = f"{_pct(a[f'{metric}_mean'])}{sd} ({DASH if math.isnan(second) else _pct(second)})"
         distinct = set(folds.values())
         row["folds"] = (str(distinct.pop()) if len(distinct) == 1
                         else ", ".join(f"{a}: {n}" for a, n in folds.items()))
@@ -157,11 +162,16 @@ def load_fold_metrics(out_dir: str | os.PathLike, results: pd.DataFrame) -> dict
     return found
 
 
+def _no_tags(text: str) -> str:
+    """``text`` with HTML tags made inert (``<script>`` shows as text), ``<0.001`` kept."""
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", str(text))
+
+
 def _markdown(df: pd.DataFrame, index: bool = True) -> str:
     """A GitHub-flavoured Markdown table (pandas' to_markdown needs tabulate)."""
     frame = df.reset_index() if index else df
-    cells = [[str(v).replace("|", "\\|") for v in row] for row in frame.itertuples(index=False)]
-    header = [str(c).replace("|", "\\|") for c in frame.columns]
+    cells = [[_no_tags(v).replace("|", "\\|") for v in row] for row in frame.itertuples(index=False)]
+    header = [_no_tags(c).replace("|", "\\|") for c in frame.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines)
@@ -400,13 +410,14 @@ def render_markdown(blocks: list[Block]) -> str:
     lines: list[str] = []
     for b in blocks:
         if b.kind == "heading":
-            lines += ["#" * b.level + " " + b.text, ""]
+            lines += ["#" * b.level + " " + _no_tags(b.text), ""]
         elif b.kind == "text":
-            lines += [b.text, ""]
+            lines += [_no_tags(b.text), ""]
         elif b.kind == "table":
             lines += [_markdown(b.table, index=False), ""]
         elif b.kind == "figure":
-            lines += [f"![{b.text}]({b.file})", ""]
+            alt = _no_tags(b.text).replace("]", "\\]")
+            lines += [f"![{alt}]({b.file})", ""]
         elif b.kind == "pre":
             lines += ["```yaml", b.text.rstrip("\n"), "```", ""]
     return "\n".join(lines)
