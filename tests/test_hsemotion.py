@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -319,6 +320,27 @@ def test_h5_forward_pass_equals_a_numpy_keras_reference(tmp_path, keras_weights,
 
 
 @needs_h5py
+def test_h5_that_reads_other_files_is_refused(mobilenet_h5, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOP-SECRET-api-key=abc123XYZ")
+    # a weight whose bytes are kept in another file would copy it into the checkpoint
+    external = tmp_path / "external.h5"
+    shutil.copy(mobilenet_h5, external)
+    with h5py.File(external, "a") as f:
+        group = f["model_weights/emotion_preds/emotion_preds"]
+        del group["bias:0"]
+        group.create_dataset("bias:0", shape=(7,), dtype="<f4", external=[(str(secret), 0, 28)])
+    with pytest.raises(SignferError, match="stored in another file"):
+        import_hsemotion(external, tmp_path / "a")
+    # and a link to another file's group
+    linked = tmp_path / "linked.h5"
+    with h5py.File(linked, "w") as f:
+        f["model_weights"] = h5py.ExternalLink(str(mobilenet_h5), "/model_weights")
+    with pytest.raises(SignferError, match="model_weights is a link"):
+        import_hsemotion(linked, tmp_path / "b")
+    assert not (tmp_path / "a.safetensors").exists() and not (tmp_path / "b.safetensors").exists()
+
+
 def test_h5_meta_says_the_keras_means_in_signfer_units(mobilenet_h5, tmp_path):
     meta = load_meta(import_hsemotion(mobilenet_h5, tmp_path / "mnet"))
     # (x / 255 - mean) / std == x - m for each RGB channel

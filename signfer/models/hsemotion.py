@@ -187,10 +187,15 @@ def read_keras_weights(path: str | os.PathLike) -> tuple[dict[tuple[str, str], n
                     info[key] = _text(f.attrs[key])
             if "model_config" in f.attrs:
                 info.update(_config_facts(_text(f.attrs["model_config"])))
+            _refuse_links(f, path, h5py)
             root = f.get("model_weights", f)
 
             def visit(name: str, obj: Any) -> None:
                 if isinstance(obj, h5py.Dataset) and "/" in name:
+                    # a dataset may keep its bytes in another file: that file could be anything
+                    if obj.external or obj.is_virtual:
+                        raise SignferError(f"{path}: dataset {name} is stored in another file; "
+                                           "refused (a weights file holds its own weights)")
                     layer, weight = name.split("/")[-2:]
                     weights[(layer, weight.split(":")[0])] = np.asarray(obj[()])
 
@@ -201,6 +206,22 @@ def read_keras_weights(path: str | os.PathLike) -> tuple[dict[tuple[str, str], n
     if not weights:
         raise SignferError(f"{path}: an HDF5 file without Keras weights (no datasets under model_weights)")
     return weights, info
+
+
+def _refuse_links(f: Any, path: Path, h5py: Any) -> None:
+    """Refuse soft and external links: they lead to other objects or files than
+    the file's own weights."""
+    def check(group: Any, prefix: str) -> None:
+        for key in group:
+            link = group.get(key, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                raise SignferError(f"{path}: {prefix}{key} is a link ({type(link).__name__}); refused "
+                                   "(a weights file holds its own weights)")
+            child = group[key]
+            if isinstance(child, h5py.Group):
+                check(child, f"{prefix}{key}/")
+
+    check(f, "/")
 
 
 def _text(value: Any) -> str:
