@@ -167,6 +167,14 @@ def test_restricted_unpickler_refuses_other_globals_without_calling_them(tmp_pat
     assert not (tmp_path / "out.json").exists()
 
 
+def test_a_module_with_a_malformed_state_is_a_one_line_error(tmp_path):
+    module = torch.nn.Linear(2, 2)
+    module.__dict__["_modules"] = [1]  # crafted: a list where torch keeps a mapping
+    torch.save(module, tmp_path / "odd.pt")
+    with pytest.raises(SignferError, match="_modules is a list, not a mapping"):
+        import_hsemotion(tmp_path / "odd.pt", tmp_path / "out", trust=True)
+
+
 def test_pt_that_is_not_an_efficientnet_b0_is_a_clear_error(tmp_path):
     other = timm.create_model("mobilenetv2_100", pretrained=False, num_classes=7)
     torch.save(other, tmp_path / "mnv2.pt")

@@ -239,6 +239,10 @@ def module_tensors(root: Any) -> dict[str, torch.Tensor]:
         if not isinstance(state, dict):
             return
         skip = state.get("_non_persistent_buffers_set") or set()
+        for kind in ("_parameters", "_buffers", "_modules"):
+            if not isinstance(state.get(kind) or {}, dict):
+                raise SignferError(f"{prefix or 'the module'}: {kind} is a {type(state[kind]).__name__}, "
+                                   "not a mapping; not a PyTorch module")
         for kind in ("_parameters", "_buffers"):
             for name, t in dict(state.get(kind) or {}).items():
                 if t is None or (kind == "_buffers" and name in skip):
