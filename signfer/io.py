@@ -20,7 +20,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary file lives in the same folder, so :func:`os.replace` is a
     rename on one file system, hence atomic. On error it is removed and ``path``
-    is left as it was.
+    is left as it was. A file replaced keeps its permission bits.
 
     >>> with atomic_path("out.csv") as tmp:
     ...     df.to_csv(tmp)                                   # doctest: +SKIP
@@ -33,6 +33,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield tmp
+        try:  # a file replaced keeps its permissions (e.g. one its owner made private)
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+        except FileNotFoundError:
+            pass
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -160,6 +160,17 @@ def test_report_figures_are_valid_pngs_and_linked(report):
     assert (out / "results.md").stat().st_mode == plain.stat().st_mode
 
 
+def test_an_atomic_rewrite_keeps_the_files_permissions(tmp_path):
+    from signfer.io import atomic_path
+
+    private = tmp_path / "private.csv"
+    private.write_text("old")
+    private.chmod(0o600)
+    with atomic_path(private) as tmp:
+        tmp.write_text("new")
+    assert private.read_text() == "new" and private.stat().st_mode & 0o777 == 0o600
+
+
 def test_plot_confusion_handles_empty_row_and_odd_names(tmp_path):
     path = plot_confusion([[3, 1], [0, 0]], ["a", "b"], "t", tmp_path / "sub" / "c.png")
     assert path.read_bytes()[:8] == PNG_SIGNATURE
