@@ -131,6 +131,23 @@ def test_checkpoint_round_trip_gives_identical_outputs(saved):
     assert meta2 == meta
 
 
+def test_weights_and_metadata_of_different_saves_are_refused(saved, tmp_path):
+    model, meta, path = saved
+    stem = save_checkpoint(model, meta, path)
+    # another model saved over it, interrupted between its weights and its JSON:
+    # the old JSON's label order with the new weights would mislabel without a word
+    other = create_model("mobilenetv2", len(meta.labels), "random")
+    newer = save_checkpoint(other, meta, tmp_path / "newer")
+    shutil.copy(newer.with_suffix(".safetensors"), stem.with_suffix(".safetensors"))
+    with pytest.raises(SignferError, match="not the weights that ckpt.json describes"):
+        load_model(stem)
+    # a checkpoint from before the hash was recorded still loads
+    obj = json.loads(stem.with_suffix(".json").read_text())
+    del obj["weights_sha256"]
+    stem.with_suffix(".json").write_text(json.dumps(obj))
+    load_model(stem)
+
+
 def test_metadata_round_trip_and_format_tag(saved):
     model, meta, path = saved
     stem = save_checkpoint(model, meta, path)

@@ -14,6 +14,7 @@ Loading never unpickles anything: safetensors holds only tensors.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from torch import nn
 
 from signfer.data.spec import PreprocessSpec
@@ -106,6 +107,10 @@ class ModelMeta:
         return meta
 
 
+#: The checkpoint JSON's key for the SHA-256 of its .safetensors file.
+WEIGHTS_HASH = "weights_sha256"
+
+
 def _stem(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
@@ -128,10 +133,13 @@ def save_checkpoint(model: nn.Module, meta: ModelMeta, path: str | os.PathLike, 
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
         state[k] = v.half() if half and v.is_floating_point() else v
+    data = save(state)
     with atomic_path(stem.with_suffix(".safetensors")) as tmp:
         # bytes, not save_file: save_file re-creates the file as 0600 whatever the umask
-        tmp.write_bytes(save(state))
-    write_json(stem.with_suffix(".json"), meta.to_json())
+        tmp.write_bytes(data)
+    # the weights' hash ties the two files together: a save interrupted between
+    # them, or one file copied without the other, is found when loading
+    write_json(stem.with_suffix(".json"), {**meta.to_json(), WEIGHTS_HASH: hashlib.sha256(data).hexdigest()})
     return stem
 
 
@@ -198,9 +206,15 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Te
     meta = load_meta(name_or_path)
     weights = resolve_checkpoint(name_or_path).with_suffix(".safetensors")
     try:
-        raw = load_file(str(weights))
+        data = weights.read_bytes()
+        raw = load(data)
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise SignferError(f"{weights}: damaged or not a safetensors file ({e})") from None
+    recorded = read_json(weights.with_suffix(".json")).get(WEIGHTS_HASH)
+    if recorded and recorded != hashlib.sha256(data).hexdigest():
+        raise SignferError(f"{weights}: not the weights that {weights.with_suffix('.json').name} describes "
+                           "(a save was interrupted, or one of the two files was replaced); save or copy "
+                           "the two files together")
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in raw.items()}
     return state, meta
 
