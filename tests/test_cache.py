@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,6 +39,13 @@ def test_images_are_decoded_once_and_reused(tmp_path):
     Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(paths[0])
     c = load_images(t, 16)
     assert int(c[0].mean()) == 200
+    # even when the copy keeps size and mtime, as cp -p or rsync -a do
+    before = os.stat(paths[1])
+    Image.fromarray(np.full((20, 30, 3), 7, np.uint8)).save(tmp_path / "new.png")
+    os.replace(tmp_path / "new.png", paths[1])
+    os.utime(paths[1], ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(paths[1]).st_size == before.st_size
+    assert int(load_images(t, 16)[1].mean()) == 7
 
 
 def test_a_damaged_cache_entry_is_made_again(tmp_path, capsys, monkeypatch):

@@ -41,7 +41,9 @@ def _key(paths: list[str], size: int, crop_faces: str | None, crop: CropSpec) ->
     for p in paths:
         try:
             st = os.stat(p)
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            # ctime and inode too: a copy that restores the old mtime (cp -p,
+            # rsync -a, tar x) still changes them
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}\n".encode())
         except OSError:
             h.update(f"{p}|missing\n".encode())
     return h.hexdigest()[:20]
