@@ -199,7 +199,8 @@ def _tests_table(tests: pd.DataFrame, scope: str) -> pd.DataFrame | None:
         "configuration": sub["config"],
         "best": sub["best"] if scope == "arch" else sub["best"] + " / " + sub["best_arch"],
         "pairs": sub["n_pairs"],
-        f"Δ {metric} (pp)": [f"{100 * d:+.1f}" if not math.isnan(d) else DASH
+        # + 0.0 turns a -0.0 (a difference that rounds to nothing) into +0.0
+        f"Δ {metric} (pp)": [f"{round(100 * d, 1) + 0.0:+.1f}" if not math.isnan(d) else DASH
                              for d in sub["mean_diff"]],
         "Wilcoxon p": [_p(p) for p in sub["wilcoxon_p"]],
         "corrected t-test p": [_p(p) for p in sub["corrected_t_p"]],
@@ -210,7 +211,7 @@ def _tests_table(tests: pd.DataFrame, scope: str) -> pd.DataFrame | None:
 
 def _wilcoxon_floor_sentence(n: int) -> str:
     floor = 2.0 / 2**n
-    text = (f"With {n} folds the smallest possible two-sided exact Wilcoxon p is "
+    text = (f"With {n} fold{'' if n == 1 else 's'} the smallest possible two-sided exact Wilcoxon p is "
             f"2/2^{n} = {floor:g}")
     return text + (", so it can never reach 0.05." if floor >= 0.05 else ".")
 
