@@ -318,7 +318,8 @@ def report_blocks(out_dir: str | os.PathLike) -> list[Block]:
                       "cross-validation folds overlap, so fold results are not independent and "
                       "the plain paired t-test underestimates the variance of the mean difference: "
                       "it finds differences too often. The corrected test multiplies the variance "
-                      f"by (1/K + n_test/n_train) instead of 1/K (here n_test/n_train = {ratio_text})."),
+                      f"by (1/K + n_test/n_train) instead of 1/K (here n_test/n_train = {ratio_text}, "
+                      "n_train being the whole training side, its inner validation part included)."),
         Block("text", "**Selection bias.** The reference configuration is the one with the best mean "
                       "on these same test folds. Picking it there favours it, so every Δ below is "
                       "biased against the others and the p-values are too small."),
