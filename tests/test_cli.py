@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import shutil
 from pathlib import Path
@@ -383,6 +384,36 @@ def test_train_with_epochs_from_alone_takes_the_runs_settings_and_init(cv_run, f
     rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", feph_small, "--init", tiny_fer,
                      "--epochs-from", cv_out, "--preset", "accurate", "--out", tmp_path / "m2")
     assert rc == 2 and "training settings" in err and not (tmp_path / "m2.json").exists()
+
+
+def _set_folds(run, **changes):
+    for path in sorted(run.glob("runs/*/*/fold*/metrics.json")):
+        m = json.loads(path.read_text())
+        fold = m["fold"]
+        for key, values in changes.items():
+            if key == "head_epochs":
+                m["train"]["head_epochs"] = values[fold]
+            else:
+                m[key] = values[fold]
+        path.write_text(json.dumps(m))
+
+
+def test_train_epochs_from_rounds_half_up_and_refuses_to_train_nothing(cv_run, feph_small, tmp_path, capsys):
+    from signfer.training.train import epochs_from_run
+
+    _, cv_out, _ = cv_run
+    run = tmp_path / "run"
+    shutil.copytree(cv_out, run)
+    _set_folds(run, best_epoch=[0, 1, 5])
+    assert epochs_from_run(run, arch="mobilenetv2", init=None, techniques=("ft", "hf", "ip"), cfg=None)["epochs"] == 1
+    (run / "runs" / "FT+IP+HF" / "mobilenetv2" / "fold2" / "metrics.json").unlink()  # folds chose 0 and 1
+    assert epochs_from_run(run, arch="mobilenetv2", init=None, techniques=("ft", "hf", "ip"), cfg=None)["epochs"] == 1
+    # every fold kept the starting model and nothing warms up the head: nothing would train it
+    _set_folds(run, best_epoch=[0, 0, 0], head_epochs=[0, 0, 0])
+    rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", feph_small, "--epochs-from", run,
+                     "--out", tmp_path / "m")
+    one_error(rc, err, "chose epoch 0", "train nothing")
+    assert not (tmp_path / "m.json").exists()
 
 
 def test_train_writes_a_checkpoint_with_its_record(trained, feph_small):

@@ -163,7 +163,8 @@ def epochs_from_run(run: str | Path, *, arch: str, init: str | None, techniques:
                            "training settings; choose one with --preset / --set")
     acc = np.array([r["accuracy"] for r in rows], float)
     return {"run": str(run.resolve()), "folds": len(rows), "init": inits[0], "train": recorded_train(rows[0]),
-            "epochs": int(np.median([r["best_epoch"] for r in rows]).round()),
+            # half up: folds that chose 0 and 1 give 1, not numpy's round-half-to-even 0
+            "epochs": int(np.floor(np.median([r["best_epoch"] for r in rows]) + 0.5)),
             "accuracy_mean": round(float(acc.mean()), 4),
             "accuracy_sd": round(float(acc.std(ddof=1)), 4) if len(acc) > 1 else float("nan")}
 
@@ -228,6 +229,10 @@ def finetune(
     init = init or chosen["init"]
     if cfg is None:
         cfg = from_dict(TrainConfig, chosen["train"], f"{epochs_from}: train")
+    if chosen and chosen["epochs"] == 0 and ("head" in t or cfg.head_epochs == 0):
+        raise SignferError(f"{epochs_from}: its folds chose epoch 0 (the starting model, before any "
+                           "training), so train would train nothing and a new head would stay random; "
+                           "cross-validate with more epochs (or head_epochs > 0) first")
     RunSpec("train", arch, init, t, cfg)  # checks the settings against the techniques (e.g. shift with head)
     crop = dataset_crop(table, crop, crop_faces, seed=seed, log=log)
     torch.manual_seed(seed)
