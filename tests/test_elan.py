@@ -244,6 +244,26 @@ def test_two_videos_with_one_name_keep_their_own_crops_and_groups(tmp_path):
     assert set(pd.read_csv(again)["group"]) == {"clip"}
 
 
+def test_a_second_run_replaces_the_crops_of_the_first(annotated, tmp_path):
+    video, eaf_path = annotated
+    out_csv = tmp_path / "m.csv"
+    manifest_from_elan([eaf_path], tier="expression", out_csv=out_csv, detector=FakeDetector(), per_segment=1)
+    first = set(pd.read_csv(out_csv)["path"])
+    # the annotator relabels every segment: the old crops' names would contradict the new labels
+    eaf = read_eaf(eaf_path)
+    for start, end, value in eaf.get_annotation_data_for_tier("expression"):
+        eaf.remove_annotation("expression", (start + end) // 2)
+        eaf.add_annotation("expression", start, end, "surprise")
+    edited = tmp_path / "edited" / eaf_path.name
+    edited.parent.mkdir()
+    eaf.to_file(str(edited))
+    manifest_from_elan([edited], tier="expression", out_csv=out_csv, detector=FakeDetector(), per_segment=1,
+                       video=video)
+    second = set(pd.read_csv(out_csv)["path"])
+    assert second != first
+    assert {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "m_faces").rglob("*.png")} == second
+
+
 def test_manifest_must_be_named_csv(annotated, tmp_path):
     # The manifest loader reads CSV; a .tsv or .parquet manifest could not be read back.
     _, eaf = annotated

@@ -18,6 +18,7 @@ PosixPath('data/clip.csv')
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
@@ -158,7 +159,9 @@ def manifest_from_elan(
     ``<out_csv folder>/<out_csv stem>_faces/<video name>/`` (the video's file
     stem, made unique when two videos share one). Frames without a
     face, empty annotations and times past the video's end are skipped,
-    counted and logged. Times that hit the same frame give one crop.
+    counted and logged. Times that hit the same frame give one crop. Crops
+    that an earlier run wrote for these videos into the same folder are
+    removed first, so the folder holds this manifest's crops only.
 
     Args:
         eaf_paths: the ``.eaf`` files.
@@ -202,6 +205,11 @@ def manifest_from_elan(
             raise SignferError(f"{eaf_path}: no tier {tier!r}; tiers: {', '.join(tiers) or 'none'}")
         sources.append((eaf_path, eaf, linked_video(eaf, eaf_path, video)))
     names = _video_names(video_path for _, _, video_path in sources)
+    for name in names.values():
+        # crops of an earlier run into this folder: a relabelled segment would
+        # otherwise leave its frame's crop under the old label beside the new one
+        for old in (faces_dir / name).glob(f"{glob.escape(name)}_f[0-9][0-9][0-9][0-9][0-9][0-9]_*.png"):
+            old.unlink()
     rows: list[dict] = []
     for eaf_path, eaf, video_path in sources:
         rows += _crops_from_eaf(eaf_path, eaf, tier, video_path, names[video_path.resolve()],
