@@ -104,7 +104,7 @@ def cross_validate(
         train = from_dict(TrainConfig, train, "train")
     t = parse_techniques(techniques)
     spec = RunSpec(name or technique_label(t), arch, init or default_init(arch), t, train)
-    grid = Grid((spec,), folds=folds, seed=seed, input_size=input_size or IMAGENET_INPUT_SIZE, train=train)
+    grid = Grid((spec,), folds=folds, seed=seed, input_size=IMAGENET_INPUT_SIZE if input_size is None else input_size, train=train)
     return run_grid(table, grid, out, crop_faces=crop_faces, crop=crop, dataset=dataset,
                     keep_models=keep_models, command=command, redo_damaged=redo_damaged, log=log,
                     executor=executor)

@@ -15,6 +15,7 @@ argparse reports.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -208,8 +209,8 @@ def _executor(args):
 
     if not getattr(args, "ray", None):
         return LocalExecutor()
-    if not args.ray_task_cpus > 0:
-        raise SignferError(f"--ray-task-cpus must be > 0, got {args.ray_task_cpus:g}")
+    if not 0 < args.ray_task_cpus < math.inf:
+        raise SignferError(f"--ray-task-cpus must be a finite number > 0, got {args.ray_task_cpus:g}")
     if args.ray not in ("local", "auto") and ":" not in args.ray:  # e.g. `--ray clip.mp4` took a video
         raise SignferError(f"--ray takes no ADDRESS, 'auto', ray://HOST:PORT or HOST:PORT, not {args.ray!r} "
                            "(put --ray after the videos)")
@@ -374,6 +375,17 @@ def cmd_pretrain(args) -> int:
 
     if args.dataset != "folder":
         raise SignferError("pretrain reads a folder dataset with train/ and validation/ splits")
+    ignored = [flag for flag, given in (("--split", args.split), ("--keep-multilabel", args.keep_multilabel),
+                                         ("--keep-none", args.keep_none),
+                                         ("--allow-new-labels", args.allow_new_labels),
+                                         ("--crop-faces", args.crop_faces)) if given]
+    if ignored:
+        raise SignferError(f"{', '.join(ignored)}: not for pretrain, which reads the face crops of train/ "
+                           "and validation/ as they are")
+    if args.max_epochs_this_run is not None and args.max_epochs_this_run < 1:
+        raise SignferError(f"--max-epochs-this-run must be >= 1, got {args.max_epochs_this_run}")
+    if args.time_limit is not None and not 0 < args.time_limit < math.inf:
+        raise SignferError(f"--time-limit must be a finite number of minutes > 0, got {args.time_limit:g}")
     given = {name: getattr(args, name) for name, _, _ in PRETRAIN_FLAGS if getattr(args, name) is not None}
     if args.teacher:
         given["teachers"] = tuple(args.teacher)

@@ -247,3 +247,13 @@ def test_cross_validate_takes_a_dict_of_training_overrides(feph_small, tiny_fer,
     assert results["config"].unique().tolist() == ["HEAD+IP"] and results["fold"].tolist() == [0, 1]
     with pytest.raises(SignferError, match="unknown key"):
         signfer.cross_validate(signfer.load_dataset("feph", feph_small), tmp_path / "cv2", train={"epoch": 1})
+
+
+def test_finetune_takes_a_dict_of_training_overrides(feph_small, tiny_fer, tmp_path):
+    from signfer.models.checkpoint import load_meta
+
+    stem = signfer.finetune(signfer.load_dataset("feph", feph_small), tmp_path / "m", init=str(tiny_fer),
+                            techniques="ft,ip", train={"epochs": 1, "head_epochs": 0}, log=lambda s: None)
+    assert load_meta(stem).config["epochs"] == 1
+    with pytest.raises(SignferError, match="unknown key"):
+        signfer.finetune(signfer.load_dataset("feph", feph_small), tmp_path / "m2", train={"epoch": 1})

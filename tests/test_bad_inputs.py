@@ -866,6 +866,31 @@ def _arch_without_offline_weights(c):
 
 
 @case("setting")
+def _pretrain_device_unknown(c):
+    root = make_folder_dataset(c.tmp / "fer", splits=("train", "validation"))
+    return Bad(["pretrain", "--dataset", "folder", "--root", root, "--device", "tpu", "--out", c.tmp / "pre"],
+               ("--device tpu: not a device",))
+
+
+@case("setting")
+def _pretrain_dataset_options_that_do_not_apply(c):
+    return Bad(["pretrain", "--dataset", "folder", "--root", c.tmp / "nowhere", "--crop-faces", "--split", "test",
+                "--out", c.tmp / "pre"], ("--split, --crop-faces: not for pretrain",), alone=True)
+
+
+@case("setting")
+def _train_input_size_zero(c):
+    return Bad(["train", "--dataset", "feph", "--root", c.feph_small, "--init", "imagenet", "--input-size", "0",
+                "--out", c.tmp / "m"], ("input_size must be >= 16",))
+
+
+@case("setting")
+def _cv_input_size_zero(c):
+    return Bad(["cv", "--dataset", "feph", "--root", c.feph_small, "--init", "imagenet", "--input-size", "0",
+                "--folds", "3", "--out", c.tmp / "out"], ("input_size must be >= 16",))
+
+
+@case("setting")
 def _threads_negative(c):
     return Bad(["--threads", "-3", "models"], ("--threads must be >= 1, got -3",), alone=True)
 

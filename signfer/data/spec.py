@@ -244,4 +244,7 @@ def dataset_crop(table, crop: CropSpec | None = None, crop_faces: str | None = N
             f"video faces will be cut with margin {crop.margin}")
         return replace(crop, detector=detector.name, framing=None)
     log(f"measured framing: {describe_framing(framing)}")
+    if crop.margin != CropSpec().margin or crop.square != CropSpec().square:
+        log("  video faces will be cut with this framing, which replaces --margin and --no-square "
+            "(they apply to faces that signfer cuts itself, with --crop-faces)")
     return replace(crop, detector=detector.name, framing=framing)

@@ -120,7 +120,10 @@ def resolve_device(device: str) -> torch.device:
     """'auto' (a CUDA GPU when there is one, else the CPU), 'cpu', 'cuda', 'cuda:1', ..."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise SignferError(f"--device {device}: not a device; use 'auto', 'cpu' or 'cuda' (e.g. 'cuda:1')") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SignferError(f"--device {device}: PyTorch sees no CUDA GPU here")
     return dev

@@ -197,7 +197,8 @@ def finetune(
             the accurate preset starts from the 160 px FER models), or with
             ``epochs_from`` the init that run used.
         techniques: as in ``cv`` (must contain ``ft`` or ``head``).
-        train: training settings; default: the ``accurate`` preset (:mod:`signfer.training.recipes`),
+        train: training settings, or a dict of overrides of the ``accurate``
+            preset's; default: that preset (:mod:`signfer.training.recipes`),
             or with ``epochs_from`` the settings that run used.
         preset_name: the preset ``train`` came from, for the default init
             (``None``: ``accurate``, unless ``epochs_from`` is given).
@@ -213,6 +214,10 @@ def finetune(
         raise SignferError("train needs 'ft' or 'head' among the techniques (no-FT has nothing to train)")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise SignferError(f"seed must be a whole number in [0, 2**32), got {seed!r}")
+    if input_size is not None and not (isinstance(input_size, int) and input_size >= 16):
+        raise SignferError(f"input_size must be >= 16 (pixels), got {input_size!r}")
+    if isinstance(train, dict):  # overrides of the preset's settings, as cross_validate takes them
+        train = from_dict(TrainConfig, {**dataclasses.asdict(preset("accurate")), **train}, "train")
     # with --epochs-from, the run's own settings unless others are given
     cfg = train or (None if epochs_from else preset("accurate"))
     check_out_files(checkpoint_files(out), "checkpoint")  # before any work
@@ -236,7 +241,8 @@ def finetune(
     RunSpec("train", arch, init, t, cfg)  # checks the settings against the techniques (e.g. shift with head)
     crop = dataset_crop(table, crop, crop_faces, seed=seed, log=log)
     torch.manual_seed(seed)
-    model, meta = build_model(arch, list(table.classes), init, input_size or IMAGENET_INPUT_SIZE)
+    model, meta = build_model(arch, list(table.classes), init,
+                              IMAGENET_INPUT_SIZE if input_size is None else input_size)
     meta.crop = crop.to_dict()
     raw = load_images(table, meta.input_size, crop_faces=crop_faces, crop=crop)
     images = torch.from_numpy(equalize(raw, equalize_mode(t)))
