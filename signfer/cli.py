@@ -583,7 +583,11 @@ def cmd_from_elan(args) -> int:
     path = manifest_from_elan(args.eaf, tier=args.tier, out_csv=args.out,
                               detector=create_detector(args.detector or DEFAULT_DETECTOR),
                               size=args.size, per_segment=args.per_segment, video=args.video)
-    print(f"manifest: {path}")
+    import pandas as pd
+
+    per_video = pd.read_csv(path, dtype=str, keep_default_na=False).groupby("group", sort=False).size()
+    print(f"manifest: {path} ({per_video.sum()} face crops: "
+          + ", ".join(f"{group} {n}" for group, n in per_video.items()) + ")")
     return 0
 
 

@@ -295,3 +295,15 @@ def test_manifest_from_elan_feeds_cross_validation(tmp_path, capsys):
     folds = pd.read_csv(tmp_path / "run" / "folds.csv")
     assert folds.groupby("group")["fold"].nunique().max() == 1  # a video never straddles folds
     assert set(folds["group"]) == {"signer0", "signer1", "signer2"}
+
+
+def test_cli_from_elan_says_how_many_crops_each_video_gave(annotated, tmp_path, capsys, monkeypatch):
+    from signfer.cli import main
+
+    _, eaf = annotated
+    monkeypatch.setattr("signfer.faces.create_detector", lambda name: FakeDetector())
+    out_csv = tmp_path / "m.csv"
+    assert main(["data", "from-elan", str(eaf), "--tier", "expression", "--out", str(out_csv),
+                 "--per-segment", "1"]) == 0
+    n = len(pd.read_csv(out_csv))
+    assert capsys.readouterr().out.strip() == f"manifest: {out_csv} ({n} face crops: signer1 {n})"
