@@ -377,10 +377,10 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
         "crop_faces": crop_faces, "crop": _result_crop(crop), "folds": grid.folds, "seed": grid.seed,
         "input_size": grid.input_size, "torch_threads": torch.get_num_threads(),
         "runs": [dataclasses.asdict(r) for r in grid.runs]}
-    _check_resume(out, settings)
+    recorded = _check_resume(out, settings)
     # Configurations run before in this folder, on the same folds, stay in its
     # config.yaml and results.csv beside this grid's.
-    earlier = _earlier_runs(out, grid)
+    earlier = _earlier_runs(recorded, grid)
     if earlier:
         log(f"{out}: results.csv also keeps {len(earlier)} configuration(s) run here before")
     settings["runs"] = [*earlier, *settings["runs"]]
@@ -463,8 +463,11 @@ def _result_crop(crop: CropSpec | None) -> dict:
     return dataclasses.replace(crop or CropSpec(), framing=None, detector=None).to_dict()
 
 
-def _check_resume(out: Path, settings: dict) -> None:
+def _check_resume(out: Path, settings: dict) -> dict:
     """Refuse to resume ``out`` if its config.yaml records other result-changing settings.
+
+    Returns:
+        The settings config.yaml holds (empty when there is none yet).
 
     Raises:
         SignferError: naming config.yaml, the first setting that differs (a
@@ -473,7 +476,7 @@ def _check_resume(out: Path, settings: dict) -> None:
     """
     path = out / "config.yaml"
     if not path.exists():
-        return
+        return {}
     try:
         old = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
@@ -499,6 +502,7 @@ def _check_resume(out: Path, settings: dict) -> None:
         if was != now:
             raise SignferError(f"{path}: {name} was {shown(was)}, now {shown(now)}; resuming would mix "
                                "results of other settings: use a new --out (or the old settings)")
+    return old
 
 
 def _check_same_spec(path: Path, spec: RunSpec) -> None:
@@ -533,14 +537,11 @@ def _write_results(out: Path, grid: Grid, earlier: Sequence[dict] = ()) -> None:
         results.to_csv(tmp, index=False)
 
 
-def _earlier_runs(out: Path, grid: Grid) -> list[dict]:
-    """config.yaml's records of the configurations run before in ``out`` that
-    ``grid`` does not run again (by name and architecture); :func:`_check_resume`
-    has already read the file and matched its settings."""
-    path = out / "config.yaml"
-    if not path.exists():
-        return []
-    old = yaml.safe_load(path.read_text(encoding="utf-8")).get("runs") or []
+def _earlier_runs(recorded: dict, grid: Grid) -> list[dict]:
+    """The records, in a run folder's config.yaml settings ``recorded`` (as
+    :func:`_check_resume` read and matched them), of the configurations run
+    before that ``grid`` does not run again (by name and architecture)."""
+    old = recorded.get("runs") or []
     now = {(spec.name, spec.arch) for spec in grid.runs}
     return [r for r in old if isinstance(r, dict) and isinstance(r.get("name"), str)
             and isinstance(r.get("arch"), str) and (r["name"], r["arch"]) not in now]
