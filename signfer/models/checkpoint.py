@@ -179,14 +179,20 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 
 def load_meta(name_or_path: str | os.PathLike) -> ModelMeta:
     """A checkpoint's metadata alone (its JSON), without reading the weights."""
-    meta_path = resolve_checkpoint(name_or_path).with_suffix(".json")
+    return _read_meta(resolve_checkpoint(name_or_path))[0]
+
+
+def _read_meta(stem: Path) -> tuple[ModelMeta, dict]:
+    """The metadata of checkpoint ``stem``, and its JSON as read (with keys,
+    such as :data:`WEIGHTS_HASH`, that are not :class:`ModelMeta` fields)."""
+    meta_path = stem.with_suffix(".json")
     try:
         obj = read_json(meta_path)
     except (OSError, ValueError) as e:
         raise SignferError(f"{meta_path}: unreadable checkpoint metadata ({e})") from None
     if not isinstance(obj, dict):
         raise SignferError(f"{meta_path}: not a signfer checkpoint")
-    return ModelMeta.from_json(obj, str(meta_path))
+    return ModelMeta.from_json(obj, str(meta_path)), obj
 
 
 def provenance(init: str) -> dict | None:
@@ -203,14 +209,15 @@ def provenance(init: str) -> dict | None:
 
 def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelMeta]:
     """Read weights and metadata; never executes code from the file."""
-    meta = load_meta(name_or_path)
-    weights = resolve_checkpoint(name_or_path).with_suffix(".safetensors")
+    stem = resolve_checkpoint(name_or_path)
+    meta, obj = _read_meta(stem)
+    weights = stem.with_suffix(".safetensors")
     try:
         data = weights.read_bytes()
         raw = load(data)
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise SignferError(f"{weights}: damaged or not a safetensors file ({e})") from None
-    recorded = read_json(weights.with_suffix(".json")).get(WEIGHTS_HASH)
+    recorded = obj.get(WEIGHTS_HASH)
     if recorded and recorded != hashlib.sha256(data).hexdigest():
         raise SignferError(f"{weights}: not the weights that {weights.with_suffix('.json').name} describes "
                            "(a save was interrupted, or one of the two files was replaced); save or copy "
