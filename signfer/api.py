@@ -104,7 +104,8 @@ def cross_validate(
         train = from_dict(TrainConfig, train, "train")
     t = parse_techniques(techniques)
     spec = RunSpec(name or technique_label(t), arch, init or default_init(arch), t, train)
-    grid = Grid((spec,), folds=folds, seed=seed, input_size=IMAGENET_INPUT_SIZE if input_size is None else input_size, train=train)
+    grid = Grid((spec,), folds=folds, seed=seed, train=train,
+                input_size=IMAGENET_INPUT_SIZE if input_size is None else input_size)
     return run_grid(table, grid, out, crop_faces=crop_faces, crop=crop, dataset=dataset,
                     keep_models=keep_models, command=command, redo_damaged=redo_damaged, log=log,
                     executor=executor)
@@ -117,12 +118,11 @@ def _rgb(image) -> np.ndarray:
 
         return read_rgb(str(image))
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image: read as a file would be
-        from signfer.data.cache import pil_to_rgb
+        from signfer.data.cache import READABLE, pil_to_rgb
 
         rgb = pil_to_rgb(image)
         if rgb is None:
-            raise SignferError(f"a PIL image in mode {image.mode!r} is not supported (8-bit greyscale, "
-                               "palette, RGB or CMYK images, or 16-bit greyscale)")
+            raise SignferError(f"a PIL image in mode {image.mode!r} is not supported ({READABLE})")
         return rgb
     a = np.asarray(image)
     if a.ndim == 2:

@@ -51,6 +51,8 @@ def _key(paths: list[str], size: int, crop_faces: str | None, crop: CropSpec) ->
 
 #: Image modes that ``convert("RGB")`` turns into 8-bit RGB without loss of meaning.
 RGB_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+#: What :data:`RGB_MODES` and :data:`GREY16_MODES` are, for error messages.
+READABLE = "8-bit greyscale, palette, RGB or CMYK images, or 16-bit greyscale"
 #: 16-bit greyscale modes: ``convert("RGB")`` would clip them at 255 (all white).
 GREY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
@@ -98,8 +100,7 @@ def read_rgb(path: str, source: str = "") -> np.ndarray:
         raise SignferError(f"{where}cannot read image {path}: {_reason(e)}") from None
     if rgb is None:
         raise SignferError(f"{where}cannot read image {path}: pixel mode {mode!r} is not supported "
-                           "(8-bit greyscale, palette, RGB or CMYK images, or 16-bit greyscale; "
-                           "convert it to 8-bit RGB)")
+                           f"({READABLE}; convert it to 8-bit RGB)")
     return rgb
 
 
