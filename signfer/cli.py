@@ -51,7 +51,8 @@ def _dataset_args(p: argparse.ArgumentParser, required: bool = True, crop: bool 
     g.add_argument("--exclude", metavar="LIST",
                    help="leave out the faces on a duplicate list (matched by file name, or by path "
                         "where names repeat): a CSV with a `file` column, as `signfer data duplicates "
-                        "--out` writes, or a built-in list: fer2013-validation (FER2013 validation faces that also occur in train)")
+                        "--out` writes, or a built-in list: fer2013-validation (FER2013 validation "
+                        "faces that also occur in train)")
     if not crop:
         return
     # how faces are cut: one CropSpec, saved with every model trained here
@@ -165,6 +166,11 @@ def _train_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     p.add_argument("--out", required=True, help="run folder; re-running resumes it")
 
 
+def _backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="auto: ONNX Runtime when installed, else PyTorch")
+
+
 def _video_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("videos", nargs="+", help="video files")
     p.add_argument("--out", required=True, help="folder for the outputs, named after each video's file name")
@@ -186,8 +192,7 @@ def _video_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect-size", type=int, default=None, metavar="PX",
                    help="the detector sees a copy of each frame at most PX pixels long (default 320; "
                         "0: the whole frame); the face is cut from the full-resolution frame")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
-                   help="auto: ONNX Runtime when installed, else PyTorch")
+    _backend_arg(p)
     _ray_args(p, "each video is one Ray task; on a cluster the videos and --out must be on storage "
                  "every node sees")
     p.epilog = ("A video that cannot be read is reported on its own error line and the others are "
@@ -750,8 +755,7 @@ def get_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="accuracy of a model on a labelled dataset (no training)")
     _dataset_args(s, crop=True)
     s.add_argument("--model", required=True, help="a built-in model or checkpoint")
-    s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
-                   help="auto: ONNX Runtime when installed, else PyTorch")
+    _backend_arg(s)
     s.add_argument("--halves", action="store_true",
                    help="also score the two fixed halves of the faces (by a hash of the file name): the "
                         "selection half, to choose models on, and the report half, that nothing chose on")
@@ -766,8 +770,7 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--detector", default=None,
                    help="find and crop the face first (for full images); default: images are face crops")
     s.add_argument("--format", choices=["csv", "json"], default="csv", help="of the table printed (default: csv)")
-    s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
-                   help="auto: ONNX Runtime when installed, else PyTorch")
+    _backend_arg(s)
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("annotate", help="per-frame expressions of videos: CSV, ELAN, timeline")
