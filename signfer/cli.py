@@ -572,12 +572,13 @@ def cmd_suggest(args) -> int:
     from signfer.inference.predict import suggest
 
     with _executor(args) as executor:
-        res = suggest(args.videos, args.out, n=args.n, method=args.method, model=args.model,
+        res = suggest(args.videos, args.out, n=args.n, method=args.method, min_gap=args.min_gap, model=args.model,
                       detector=args.detector, backend=args.backend, every=args.every, fps=args.fps,
                       detect_every=args.detect_every, detect_size=args.detect_size, track=args.track,
                       executor=executor)
     for r in res.results:
-        print(f"{r.video}: {len(r.table)} frames to annotate first ({args.method}) -> {r.eaf}")
+        apart = f", at least {args.min_gap:g} s apart" if args.min_gap else ""
+        print(f"{r.video}: {len(r.table)} frames to annotate first ({args.method}{apart}) -> {r.eaf}")
     return _print_errors(res.errors)
 
 
@@ -788,6 +789,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=50, help="how many frames to suggest per video")
     s.add_argument("--method", choices=["entropy", "margin"], default="entropy",
                    help="entropy of the probabilities (default), or margin between the two likeliest classes")
+    s.add_argument("--min-gap", type=float, default=0.5, metavar="SECONDS",
+                   help="no two suggested frames closer than this (default 0.5), since neighbouring frames "
+                        "look alike; 0 allows neighbours")
     s.set_defaults(func=cmd_suggest)
 
     exp = sub.add_parser("export", help="export a model").add_subparsers(dest="export_command", required=True)

@@ -596,6 +596,12 @@ def _suggest_n_negative(c):
 
 
 @case("video")
+def _suggest_min_gap_negative(c):
+    return Bad(annotate(c, c.tmp / "gone.mp4", command="suggest", extra=["--min-gap", "-1"]),
+               ("--min-gap", "-1"), alone=True)
+
+
+@case("video")
 def _fps_zero(c):
     return Bad(annotate(c, c.tmp / "gone.mp4", extra=["--fps", "0"]), ("--fps",), alone=True)
 

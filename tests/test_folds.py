@@ -267,3 +267,18 @@ def test_inner_split_of_a_single_video_is_an_error():
                  ["a"] * 6 + ["b", "b", "c", "c"])
     with pytest.raises(SignferError, match="single group"):
         inner_split(t, np.arange(6), 0.15, seed=0)
+
+
+def test_inner_split_says_when_a_small_side_makes_the_validation_part_larger():
+    # 3 videos: at most 3 parts, so 1/3 of the side validates instead of 0.15
+    t = table_of(["happiness", "neutral"] * 6, ["a"] * 4 + ["b"] * 4 + ["c"] * 4)
+    notes: list[str] = []
+    tr, va = inner_split(t, np.arange(12), 0.15, seed=0, log=notes.append)
+    assert len(notes) == 1 and "1/3 of it" in notes[0] and f"({len(va)} samples)" in notes[0]
+    assert "3 groups" in notes[0]
+
+
+def test_inner_split_is_quiet_when_the_side_is_large_enough(table):
+    notes: list[str] = []
+    inner_split(table, np.arange(len(table.samples)), 0.3, seed=0, log=notes.append)
+    assert notes == []

@@ -266,15 +266,25 @@ def test_cli_suggest_writes_n_annotations(ckpt, face_video, tmp_path, capsys):
     pympi = pytest.importorskip("pympi")
     out = tmp_path / "out"
     rc = main(["suggest", str(face_video), "--model", str(ckpt), "--n", "3", "--out", str(out),
-               "--backend", "torch"])
+               "--backend", "torch", "--min-gap", "0"])
     assert rc == 0, capsys.readouterr().err
     eaf = pympi.Elan.Eaf(str(out / "face_clip.suggest.eaf"))
     assert len(eaf.get_annotation_data_for_tier("suggest")) == 3
 
 
+def test_cli_suggest_spaces_its_frames_apart_by_default(ckpt, face_video, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["suggest", str(face_video), "--model", str(ckpt), "--n", str(VIDEO_FRAMES), "--out", str(out),
+               "--backend", "torch"])
+    assert rc == 0, capsys.readouterr().err
+    times = np.sort(pd.read_csv(out / "face_clip.suggest.csv")["time_s"].to_numpy())
+    assert 1 <= len(times) < VIDEO_FRAMES  # the clip has a face in every frame, but not 0.5 s apart
+    assert np.diff(times).min(initial=np.inf) >= 0.5
+
+
 def test_cli_suggest_passes_detect_every_on(ckpt, face_video, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["suggest", str(face_video), "--model", str(ckpt), "--n", str(VIDEO_FRAMES),
+    rc = main(["suggest", str(face_video), "--model", str(ckpt), "--n", str(VIDEO_FRAMES), "--min-gap", "0",
                "--out", str(out), "--backend", "torch", "--detect-every", "2", "--track", "hold"])
     assert rc == 0, capsys.readouterr().err
     ranked = pd.read_csv(out / "face_clip.suggest.csv", keep_default_na=False)

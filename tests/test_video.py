@@ -530,3 +530,18 @@ def test_a_failing_stretch_fails_its_video_alone(video, tmp_path, monkeypatch):
     assert len(done.errors) == 1 and done.errors[0].startswith(f"{video}: decoding failed in the stretch")
     assert not (tmp_path / "out" / f"{video.stem}.frames.csv").exists()
     assert len(done.results[0].table) == N_FRAMES
+
+
+def test_rank_uncertain_keeps_its_choices_min_gap_apart():
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet(np.ones(3), size=1000)  # 40 s at 25 fps
+    table = pd.DataFrame(probs, columns=[f"prob_{c}" for c in "abc"]).assign(time_s=np.arange(1000) / 25)
+    ranked = rank_uncertain(table, 10, min_gap_s=1.0)
+    times = np.sort(ranked["time_s"].to_numpy())
+    assert len(ranked) == 10 and np.diff(times).min() >= 1.0
+    # the first choice is still the most uncertain frame of all
+    assert ranked.index[0] == int(np.argmax(entropy(probs)))
+    # a 40 s clip holds at most 8 frames 5 s apart
+    assert 4 <= len(rank_uncertain(table, 50, min_gap_s=5.0)) <= 8
+    with pytest.raises(ValueError, match="min_gap_s"):
+        rank_uncertain(table, 3, min_gap_s=float("nan"))

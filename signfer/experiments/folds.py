@@ -9,6 +9,7 @@ identical splits.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -154,18 +155,21 @@ def load_or_make_folds(table: SampleTable, k: int, seed: int, out: Path, *, redo
 
 
 def inner_split(
-    table: SampleTable, train_idx: np.ndarray, val_fraction: float, seed: int
+    table: SampleTable, train_idx: np.ndarray, val_fraction: float, seed: int,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Carve a validation part from the training side (grouped when there are groups).
 
     It decides early stopping and the checkpoint kept; the test fold never does.
+    When the side is too small for ``val_fraction`` (too few groups, or too few
+    samples in its largest class), the part grows, and ``log`` is told so.
     """
     y = table.y()[train_idx]
-    n_splits = int(round(1.0 / val_fraction))
+    wanted = int(round(1.0 / val_fraction))
     # tiny training sides: fewer, larger parts (sklearn needs n_splits <= groups
     # and <= the largest class)
     n_units = table.samples["group"].iloc[train_idx].nunique() if table.has_groups else len(y)
-    n_splits = max(2, min(n_splits, n_units, int(np.bincount(y).max())))
+    n_splits = max(2, min(wanted, n_units, int(np.bincount(y).max())))
     if n_units < 2:
         raise SignferError("the training side has a single group (video): no validation part can be carved")
     x = np.zeros(len(train_idx))
@@ -180,4 +184,9 @@ def inner_split(
         else:
             splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
             tr, va = next(splitter.split(x, y))
+    if n_splits < wanted and log is not None:
+        units = "groups" if table.has_groups else "samples"
+        log(f"note: the training side is small ({len(train_idx)} samples, {n_units} {units}), so the "
+            f"validation part that chooses the epoch is 1/{n_splits} of it ({len(va)} samples), not "
+            f"val_fraction {val_fraction:g}: fewer samples are left to train on")
     return train_idx[tr], train_idx[va]

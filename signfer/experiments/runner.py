@@ -197,7 +197,7 @@ def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, in
         preprocessing = "checkpoint"
     else:
         model, meta, images, prep, preprocessing, key = _fit_inputs(spec, seed, train_side, inputs, grid)
-        train_idx, val_idx = inner_split(table, train_side, spec.train.val_fraction, seed)
+        train_idx, val_idx = inner_split(table, train_side, spec.train.val_fraction, seed, log=log)
         result = fit(model, images, y, train_idx, val_idx, techniques=spec.techniques, cfg=spec.train,
                      preprocess=prep, seed=seed, cache=inputs.features, cache_key=key, log=log)
         probs = predict_proba(result.model, images[torch.as_tensor(test_idx)], prep, tta=spec.train.tta)

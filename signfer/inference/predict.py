@@ -298,7 +298,7 @@ class SuggestResult:
 
 
 def suggest(videos: Iterable[str | Path], out: str | Path, *, n: int = 50, method: str = "entropy",
-            model=None, detector=None, backend: str = "auto", every: int | None = None,
+            min_gap: float = 0.5, model=None, detector=None, backend: str = "auto", every: int | None = None,
             fps: float | None = None, detect_every: int | None = None, detect_size: int | None = None,
             track: str = "window", executor=None) -> SuggestResult:
     """The ``n`` frames of each video the model is least sure of, as a table and an ELAN tier.
@@ -309,7 +309,9 @@ def suggest(videos: Iterable[str | Path], out: str | Path, *, n: int = 50, metho
     file name stem of an earlier one is refused with an error line.
     Options are as for :func:`annotate` (with a Ray ``executor``, one task
     per video); ``method`` is ``"entropy"`` or ``"margin"`` (see
-    :mod:`signfer.inference.uncertainty`).
+    :mod:`signfer.inference.uncertainty`). No two suggested frames of a
+    video are closer than ``min_gap`` seconds, so neighbouring frames, which
+    look alike, do not fill the list; 0 allows them.
     """
     from signfer import progress
     from signfer.experiments.executors import LocalExecutor
@@ -321,13 +323,15 @@ def suggest(videos: Iterable[str | Path], out: str | Path, *, n: int = 50, metho
         raise SignferError(f"--n must be a whole number >= 1, got {n}")
     if method not in METHODS:
         raise SignferError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not (math.isfinite(min_gap) and min_gap >= 0):
+        raise SignferError(f"--min-gap must be a finite number of seconds >= 0, got {min_gap}")
     check_video_options(every=every, fps=fps, detect_every=detect_every, detect_size=detect_size, track=track)
     out = Path(out)
     ensure_out_dir(out)
     check_out_files([out / f"{v.stem}.suggest{suffix}" for v in videos for suffix in (".csv", ".eaf")])
     clf = make_classifier(model, backend)
     det = make_detector(detector, clf)
-    fn = functools.partial(suggest_one, out=out, n=n, method=method, every=every, fps=fps,
+    fn = functools.partial(suggest_one, out=out, n=n, method=method, min_gap=min_gap, every=every, fps=fps,
                            detect_every=_detect_every(detect_every), detect_size=_detect_size(detect_size),
                            track=track)
     todo, refused = by_stem(videos)
@@ -346,7 +350,8 @@ def suggest(videos: Iterable[str | Path], out: str | Path, *, n: int = 50, metho
     return result
 
 
-def suggest_one(video: Path, *, out: Path, classifier, detector, n: int, method: str, every: int | None,
+def suggest_one(video: Path, *, out: Path, classifier, detector, n: int, method: str, min_gap: float,
+                every: int | None,
                 fps: float | None, detect_every: int, detect_size: int | None, track: str = "window"
                 ) -> Suggestion:
     """One video of :func:`suggest`; a failure to write is the same one-line error as a bad video."""
@@ -360,7 +365,7 @@ def suggest_one(video: Path, *, out: Path, classifier, detector, n: int, method:
         table = annotate_frames(iter_frames(video, every=every, fps=fps), classifier, detector, video=video.name,
                                 detect_every=detect_every, detect_size=detect_size, track=track,
                                 total=frame_count_hint(video, every=every, fps=fps))
-        ranked = rank_uncertain(table, n, method)
+        ranked = rank_uncertain(table, n, method, min_gap_s=min_gap)
         csv = write_table(ranked, out / f"{video.stem}.suggest.csv")
         eaf = write_suggestions_eaf(ranked, video, out / f"{video.stem}.suggest.eaf")
     except OSError as e:  # e.g. the disk filled up: the rest may still fit

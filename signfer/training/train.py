@@ -253,7 +253,7 @@ def finetune(
         how = (f"{chosen['epochs']} epochs, the median best epoch of {chosen['folds']} folds of "
                f"{chosen['run']} (accuracy {chosen['accuracy_mean']:.3f} ± {chosen['accuracy_sd']:.3f})")
     else:
-        train_idx, val_idx = inner_split(table, everything, cfg.val_fraction, seed)
+        train_idx, val_idx = inner_split(table, everything, cfg.val_fraction, seed, log=log)
         how = f"epoch chosen on an inner validation part of {len(val_idx)} samples (grouped, stratified)"
     log(f"train {technique_label(t)} {arch} from {init} on {table.name}: {len(train_idx)} samples, "
         f"{meta.input_size}px; {how}")
