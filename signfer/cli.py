@@ -490,7 +490,7 @@ def _model_details(meta) -> list[str]:
 
 
 def cmd_models(args) -> int:
-    from signfer.models.checkpoint import builtin_models, load_meta, resolve_checkpoint
+    from signfer.models.checkpoint import builtin_models, checkpoint_files, load_meta, resolve_checkpoint
     from signfer.models.registry import ARCHS
 
     if args.model:
@@ -503,7 +503,7 @@ def cmd_models(args) -> int:
         print("no built-in FER models are installed")
     for name in models:
         meta = load_meta(name)
-        size = models[name].with_suffix(".safetensors").stat().st_size / 1e6
+        size = checkpoint_files(models[name])[0].stat().st_size / 1e6
         print(f"{name}\n  arch {meta.arch}, input {meta.input_size}px, {size:.1f} MB\n"
               f"  labels {', '.join(meta.labels)}\n  mean {meta.mean} std {meta.std}\n"
               f"  trained on {meta.training_data}\n  validation accuracy {meta.val_accuracy}\n"

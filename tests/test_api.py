@@ -257,3 +257,35 @@ def test_finetune_takes_a_dict_of_training_overrides(feph_small, tiny_fer, tmp_p
     assert load_meta(stem).config["epochs"] == 1
     with pytest.raises(SignferError, match="unknown key"):
         signfer.finetune(signfer.load_dataset("feph", feph_small), tmp_path / "m2", train={"epoch": 1})
+
+
+def test_a_killed_finetune_resumes_with_the_same_call(feph_small, tiny_fer, tmp_path, monkeypatch):
+    import signfer.training.fit as fit_module
+    from safetensors.torch import load_file
+
+    from signfer.training.train import fit_state_path
+
+    monkeypatch.setattr(fit_module, "STATE_EVERY_S", 0.0)
+    table = signfer.load_dataset("feph", feph_small)
+    kw = {"init": str(tiny_fer), "techniques": "ft,ip,hf", "train": {"epochs": 3, "head_epochs": 1, "patience": 9}}
+    signfer.finetune(table, tmp_path / "ref", log=lambda s: None, **kw)
+
+    def dies(line: str) -> None:
+        if line.strip().startswith("epoch 2:"):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "feph-v1.5"  # a dot in the name stays in the file names
+    with pytest.raises(KeyboardInterrupt):
+        signfer.finetune(table, out, log=dies, **kw)
+    assert fit_state_path(out).is_file() and not (tmp_path / "feph-v1.5.safetensors").exists()
+    lines: list[str] = []
+    stem = signfer.finetune(table, out, log=lines.append, **kw)
+    assert any("resumed after epoch 1" in line for line in lines)
+    assert (tmp_path / "feph-v1.5.safetensors").is_file() and not fit_state_path(out).exists()
+    ref, got = load_file(tmp_path / "ref.safetensors"), load_file(f"{stem}.safetensors")
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+    from signfer.export.onnx import default_out
+    from signfer.models.checkpoint import load_meta
+
+    assert load_meta(out).labels == list(table.classes)  # read back by the name it was given
+    assert default_out(stem) == tmp_path / "feph-v1.5.onnx"

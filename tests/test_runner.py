@@ -260,6 +260,32 @@ def test_kill_during_a_fold_loses_only_that_fold(table, tiny_fer, tmp_path, monk
     assert (done / "metrics.json").stat().st_mtime_ns == stamp
 
 
+def test_kill_inside_a_fit_resumes_that_fit_from_its_saved_state(table, tiny_fer, tmp_path, monkeypatch):
+    monkeypatch.setattr(fit_module, "STATE_EVERY_S", 0.0)  # save after every epoch
+    train = TrainConfig(head_epochs=1, epochs=3, batch_size=16, patience=10)
+    spec = RunSpec("FT", "mobilenetv2", str(tiny_fer), ("ft", "hf"), train)
+    grid = Grid((spec,), folds=K, seed=0, input_size=SIZE, train=train)
+    ref = tmp_path / "ref"
+    run_grid(table, grid, ref, log=Log())
+
+    class DiesInFold1(Log):
+        def __call__(self, msg: str) -> None:
+            super().__call__(msg)
+            if "fold 1" in "".join(self) and msg.strip().startswith("epoch 2:"):
+                raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(table, grid, out, log=DiesInFold1())
+    assert (fold_dir(out, spec, 1) / runner.FIT_STATE).is_file()
+    log = Log()
+    run_grid(table, grid, out, log=log)
+    assert any("resumed after epoch 1 of the all-layers stage" in m for m in log)
+    assert not list(out.rglob(runner.FIT_STATE))  # removed once each fold is done
+    for fold in range(K):
+        pd.testing.assert_frame_equal(predictions(out, spec, fold), predictions(ref, spec, fold))
+
+
 def test_resume_with_other_folds_is_refused(table, tiny_fer, tmp_path):
     out = tmp_path / "out"
     run_grid(table, make_grid(tiny_fer, zero_shot_only=True), out, log=Log())

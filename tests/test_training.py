@@ -481,3 +481,73 @@ def test_fit_shifts_the_all_layers_stage_only(data, monkeypatch):
     cfg = TrainConfig(head_epochs=1, epochs=1, batch_size=16, shift=3)
     fit(new_model(), images, y, tr, va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
     assert shifts == [3]  # one all-layers epoch; the warm-up ran on cached features
+
+
+# --- resuming a killed fit ------------------------------------------------------
+
+class Killed(Exception):
+    """Stands in for the kill of a fit (Ctrl-C, a lost node, the end of a session)."""
+
+
+def kill_after(line_start: str):
+    def log(line: str) -> None:
+        if line.strip().startswith(line_start):
+            raise Killed(line)
+    return log
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_a_killed_fit_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(data, tmp_path, validate):
+    images, y, tr, va = data
+    cfg = TrainConfig(head_epochs=1, epochs=4, batch_size=8, patience=10, rotate=10, scale=0.1)
+    kw = {"techniques": ("ft", "hf"), "cfg": cfg, "preprocess": PreprocessSpec(), "seed": 3,
+          "val_idx": va if validate else va[:0], "epochs": None if validate else 4}
+    whole = fit(new_model(), images, y, tr, **kw)
+    state = tmp_path / "fit_state.pt"
+    # killed while logging epoch 3: epochs 1 and 2 were saved (state_every_s=0 saves after each)
+    with pytest.raises(Killed):
+        fit(new_model(), images, y, tr, **kw, state_path=state, state_every_s=0, log=kill_after("epoch 3"))
+    assert state.is_file()
+    lines: list[str] = []
+    resumed = fit(new_model(), images, y, tr, **kw, state_path=state, state_every_s=0, log=lines.append)
+    assert any("resumed after epoch 2" in line for line in lines)
+    assert not any("head epoch" in line for line in lines)  # stage 1 was not run again
+    assert [line.split(":")[0].strip() for line in lines if "epoch" in line and "resumed" not in line] == [
+        "epoch 3" if validate else "epoch 3/4", "epoch 4" if validate else "epoch 4/4"]
+    assert same(whole.model.state_dict(), resumed.model.state_dict())
+    untimed = [[{k: v for k, v in h.items() if k != "img_per_s"} for h in r.history] for r in (whole, resumed)]
+    assert untimed[0] == untimed[1] and resumed.best_epoch == whole.best_epoch
+    assert resumed.train_images == whole.train_images
+
+
+def test_a_saved_state_of_another_fit_is_not_resumed(data, tmp_path):
+    images, y, tr, va = data
+    cfg = TrainConfig(head_epochs=1, epochs=3, batch_size=8, patience=10)
+    kw = {"techniques": ("ft",), "cfg": cfg, "preprocess": PreprocessSpec(), "val_idx": va}
+    state = tmp_path / "fit_state.pt"
+    with pytest.raises(Killed):
+        fit(new_model(), images, y, tr, seed=1, **kw, state_path=state, state_every_s=0, log=kill_after("epoch 2"))
+    lines: list[str] = []
+    other = fit(new_model(), images, y, tr, seed=2, **kw, state_path=state, state_every_s=0, log=lines.append)
+    assert any("another fit's" in line for line in lines) and not any("resumed" in line for line in lines)
+    fresh = fit(new_model(), images, y, tr, seed=2, **kw)
+    assert same(other.model.state_dict(), fresh.model.state_dict())
+    # and a damaged file is noted and replaced, not a traceback
+    state.write_bytes(b"not a torch file")
+    lines.clear()
+    again = fit(new_model(), images, y, tr, seed=2, **kw, state_path=state, state_every_s=0, log=lines.append)
+    assert any("unreadable saved state" in line for line in lines)
+    assert same(again.model.state_dict(), fresh.model.state_dict())
+
+
+def test_the_state_is_saved_at_most_every_state_every_s(data, tmp_path, monkeypatch):
+    images, y, tr, va = data
+    saves = []
+    monkeypatch.setattr(fit_module, "_save_state", lambda path, state: saves.append(state["epoch"]))
+    cfg = TrainConfig(head_epochs=1, epochs=3, batch_size=8, patience=10)
+    fit(new_model(), images, y, tr, va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0,
+        state_path=tmp_path / "s.pt", state_every_s=3600)
+    assert saves == []
+    fit(new_model(), images, y, tr, va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0,
+        state_path=tmp_path / "s.pt", state_every_s=0)
+    assert saves == [1, 2, 3]

@@ -19,7 +19,7 @@ import torch
 from signfer.data import load_dataset
 from signfer.data.cache import load_images
 from signfer.inference.classifier import TorchClassifier
-from signfer.models.checkpoint import builtin_dir, load_model, save_checkpoint
+from signfer.models.checkpoint import builtin_dir, checkpoint_files, load_model, save_checkpoint
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -45,8 +45,8 @@ def main() -> None:
     acc16 = float((p16[:, order].argmax(1) == y).mean())
     print(f"FER2013 validation accuracy: fp32 {acc32:.4f}, fp16 {acc16:.4f}")
     if abs(acc16 - acc32) > 0.002:
-        stem.with_suffix(".safetensors").unlink()
-        stem.with_suffix(".json").unlink()
+        for path in checkpoint_files(stem):
+            path.unlink()
         raise SystemExit("fp16 changes the accuracy; not shipped")
 
     check = []
@@ -60,7 +60,7 @@ def main() -> None:
                     "check_faces": check}
     meta16.val_accuracy = meta.val_accuracy
     save_checkpoint(m16.float(), meta16, stem, half=True)
-    size = stem.with_suffix(".safetensors").stat().st_size / 1e6
+    size = checkpoint_files(stem)[0].stat().st_size / 1e6
     print(f"shipped {stem}.safetensors ({size:.1f} MB)")
 
 

@@ -177,11 +177,13 @@ def share_inputs(inputs: ImageInputs, specs, folds: np.ndarray, grid: Grid) -> N
 
 def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, inputs: ImageInputs,
              grid: Grid, log: Callable[[str], None] = _log, *, keep_model: bool = False,
-             command: str = "") -> dict:
+             command: str = "", out: Path | None = None) -> dict:
     """Train and test one configuration on one fold; return its metrics dict.
 
     With ``keep_model`` the fine-tuned model and its checkpoint metadata are
-    returned too (key ``_model``), for saving beside the fold's metrics.
+    returned too (key ``_model``), for saving beside the fold's metrics. With
+    the run folder ``out``, the fit saves its state in the fold's folder
+    (:data:`FIT_STATE`) as it goes, and resumes from there after a kill.
     """
     classes = list(table.classes)
     y = table.y()
@@ -199,7 +201,8 @@ def run_fold(spec: RunSpec, fold: int, folds: np.ndarray, table: SampleTable, in
         model, meta, images, prep, preprocessing, key = _fit_inputs(spec, seed, train_side, inputs, grid)
         train_idx, val_idx = inner_split(table, train_side, spec.train.val_fraction, seed, log=log)
         result = fit(model, images, y, train_idx, val_idx, techniques=spec.techniques, cfg=spec.train,
-                     preprocess=prep, seed=seed, cache=inputs.features, cache_key=key, log=log)
+                     preprocess=prep, seed=seed, cache=inputs.features, cache_key=key, log=log,
+                     state_path=None if out is None else fold_dir(out, spec, fold) / FIT_STATE)
         probs = predict_proba(result.model, images[torch.as_tensor(test_idx)], prep, tta=spec.train.tta)
         history = result.history
         if keep_model:
@@ -245,6 +248,8 @@ def collect_results(out: Path, grid: Grid, earlier: Sequence[dict] = ()) -> pd.D
 
 #: What a finished fold holds; metrics.json is written last and marks it done.
 FOLD_FILES = ("predictions.csv", "history.json", "metrics.json")
+#: A fold's unfinished fit (see :func:`signfer.training.fit.fit`), removed once the fold is done.
+FIT_STATE = "fit_state.pt"
 
 
 def _why(e: BaseException) -> str:
@@ -415,7 +420,7 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
         spec, fold = jobs[i]
         log(f"[{numbers[i]}/{total}] {spec.name} {spec.arch} fold {fold} (init {spec.init})")
 
-    fn = functools.partial(run_fold, log=fold_log, keep_model=keep_models, command=command)
+    fn = functools.partial(run_fold, log=fold_log, keep_model=keep_models, command=command, out=out)
     shared = {"folds": folds, "table": table, "inputs": inputs, "grid": grid}
     t0 = time.perf_counter()
     with progress.bar(total=total, initial=total - len(jobs), desc="fits", unit="fit") as bar:
@@ -428,6 +433,7 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
                 m.pop("_predictions").to_csv(tmp, index=False)
             write_json(d / "history.json", m.pop("_history"))
             write_json(d / "metrics.json", m)  # last: marks the fold done
+            (d / FIT_STATE).unlink(missing_ok=True)
             _write_results(out, grid, earlier)
             which = "" if executor.name == "local" else f"[{numbers[i]}/{total}] {spec.name} {spec.arch} fold {fold}: "
             log(f"    {which}accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "

@@ -19,6 +19,7 @@ from signfer.io import atomic_path, cache_dir, check_out_files, write_json
 from signfer.models.checkpoint import (
     ModelMeta,
     builtin_dir,
+    checkpoint_files,
     load_meta,
     load_model,
     resolve_checkpoint,
@@ -47,7 +48,7 @@ def export_onnx(name_or_path: str | os.PathLike, out: str | os.PathLike | None =
     if out.suffix.lower() != ".onnx":
         raise SignferError(f"{out}: an ONNX export is named .onnx (its metadata goes beside it as .json)")
     meta_path = out.with_suffix(".json")
-    own_meta = meta_path.resolve() == stem.with_suffix(".json").resolve()
+    own_meta = meta_path.resolve() == checkpoint_files(stem)[1].resolve()
     if not own_meta and out.with_suffix(".safetensors").exists():
         raise SignferError(f"{meta_path} is the metadata of the checkpoint {out.with_suffix('.safetensors')}; "
                            "choose another --out")
@@ -71,7 +72,7 @@ def export_onnx(name_or_path: str | os.PathLike, out: str | os.PathLike | None =
 def default_out(stem: Path) -> Path:
     """Where a checkpoint's export goes without ``out``: beside it, or for a
     built-in model (inside the installed package) in the current folder."""
-    return Path(f"{stem.name}.onnx") if stem.parent == builtin_dir() else stem.with_suffix(".onnx")
+    return Path(f"{stem.name}.onnx") if stem.parent == builtin_dir() else Path(f"{stem}.onnx")
 
 
 def parity(model: torch.nn.Module, onnx_path: str | os.PathLike, meta: ModelMeta, n: int = 8, seed: int = 0) -> float:
@@ -89,7 +90,7 @@ def parity(model: torch.nn.Module, onnx_path: str | os.PathLike, meta: ModelMeta
 
 def cached_onnx(stem: Path) -> tuple[Path, ModelMeta]:
     """The ONNX export of checkpoint ``stem``, made once and kept in the signfer cache."""
-    weights = stem.with_suffix(".safetensors")
+    weights = checkpoint_files(stem)[0]
     digest = hashlib.sha1(weights.read_bytes()).hexdigest()[:16]
     path = cache_dir() / "onnx" / f"{stem.name}-{digest}.onnx"
     meta = load_meta(stem)  # a damaged JSON is a one-line error, as on the PyTorch path

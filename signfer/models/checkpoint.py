@@ -117,9 +117,17 @@ def _stem(path: str | os.PathLike) -> Path:
 
 
 def checkpoint_files(path: str | os.PathLike) -> tuple[Path, Path]:
-    """The two files of checkpoint ``path``: ``(NAME.safetensors, NAME.json)``."""
+    """The two files of checkpoint ``path``: ``(NAME.safetensors, NAME.json)``.
+
+    A dot in the name stays (``feph-v1.5`` -> ``feph-v1.5.safetensors``).
+    """
     stem = _stem(path)
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    return _file(stem, ".safetensors"), _file(stem, ".json")
+
+
+def _file(stem: Path, ext: str) -> Path:
+    """``stem`` + ``ext``; unlike :meth:`Path.with_suffix`, ``a.1`` gives ``a.1.json``, not ``a.json``."""
+    return stem.with_name(stem.name + ext)
 
 
 def save_checkpoint(model: nn.Module, meta: ModelMeta, path: str | os.PathLike, half: bool = False) -> Path:
@@ -134,12 +142,12 @@ def save_checkpoint(model: nn.Module, meta: ModelMeta, path: str | os.PathLike, 
         v = v.detach().cpu().contiguous()
         state[k] = v.half() if half and v.is_floating_point() else v
     data = save(state)
-    with atomic_path(stem.with_suffix(".safetensors")) as tmp:
+    with atomic_path(_file(stem, ".safetensors")) as tmp:
         # bytes, not save_file: save_file re-creates the file as 0600 whatever the umask
         tmp.write_bytes(data)
     # the weights' hash ties the two files together: a save interrupted between
     # them, or one file copied without the other, is found when loading
-    write_json(stem.with_suffix(".json"), {**meta.to_json(), WEIGHTS_HASH: hashlib.sha256(data).hexdigest()})
+    write_json(_file(stem, ".json"), {**meta.to_json(), WEIGHTS_HASH: hashlib.sha256(data).hexdigest()})
     return stem
 
 
@@ -169,7 +177,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 
         return resolve_hsemotion(str(name_or_path))
     stem = _stem(name_or_path)
-    if stem.with_suffix(".safetensors").exists() and stem.with_suffix(".json").exists():
+    if _file(stem, ".safetensors").exists() and _file(stem, ".json").exists():
         return stem
     raise SignferError(
         f"no signfer checkpoint at {name_or_path!r} (expected NAME.safetensors + NAME.json); "
@@ -185,7 +193,7 @@ def load_meta(name_or_path: str | os.PathLike) -> ModelMeta:
 def _read_meta(stem: Path) -> tuple[ModelMeta, dict]:
     """The metadata of checkpoint ``stem``, and its JSON as read (with keys,
     such as :data:`WEIGHTS_HASH`, that are not :class:`ModelMeta` fields)."""
-    meta_path = stem.with_suffix(".json")
+    meta_path = _file(stem, ".json")
     try:
         obj = read_json(meta_path)
     except (OSError, ValueError) as e:
@@ -211,7 +219,7 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Te
     """Read weights and metadata; never executes code from the file."""
     stem = resolve_checkpoint(name_or_path)
     meta, obj = _read_meta(stem)
-    weights = stem.with_suffix(".safetensors")
+    weights = _file(stem, ".safetensors")
     try:
         data = weights.read_bytes()
         raw = load(data)

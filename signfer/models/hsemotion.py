@@ -56,7 +56,7 @@ from signfer.errors import SignferError
 from signfer.faces.crop import CropSpec
 from signfer.io import atomic_path, cache_dir
 from signfer.labels import HSEMOTION_ORDER
-from signfer.models.checkpoint import ModelMeta, save_checkpoint
+from signfer.models.checkpoint import ModelMeta, checkpoint_files, save_checkpoint
 from signfer.models.registry import IMAGENET_MEAN, IMAGENET_STD, create_model
 
 PREFIX = "hsemotion:"
@@ -375,7 +375,7 @@ def resolve_hsemotion(spec: str) -> Path:
                 f"{'' if len(dirs) > 1 else ' (or set SIGNFER_HOME to its folder)'}") from None
         src = dirs[0] / known.file
     stem = cache_dir() / "hsemotion" / f"{name}-{_sha_memo(src)[:16]}"
-    if not (stem.with_suffix(".json").exists() and stem.with_suffix(".safetensors").exists()):
+    if not all(p.exists() for p in checkpoint_files(stem)):
         # naming HSEmotion's published model is the trust decision that --trust asks for
         import_hsemotion(src, stem, trust=True, command=f"--init {PREFIX}{name} (imported from {src})")
     return stem

@@ -6,15 +6,24 @@ so stage 1 runs on cached backbone features: the same result as running the
 frozen network, many times faster. Stage 2 (``ft``) trains all layers at a
 lower rate. Every choice (early stopping, the checkpoint kept) is made on the
 validation part carved from the training side; the test fold is never seen here.
+
+Stage 2 is the long one. Given a ``state_path``, :func:`fit` saves its state
+there between epochs (weights, optimiser, schedule, random generators, the
+best state so far), and a later call with the same inputs resumes from it and
+ends where an uninterrupted fit would have ended.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +31,7 @@ from torch import nn
 
 from signfer.config import TrainConfig
 from signfer.data.spec import PreprocessSpec
+from signfer.io import atomic_path
 from signfer.models.registry import set_backbone_trainable
 from signfer.training.loop import (
     evaluate,
@@ -30,6 +40,9 @@ from signfer.training.loop import (
     train_one_epoch,
 )
 from signfer.training.preprocess import random_affine
+
+#: Seconds between two saves of a fit's state (a kill loses at most this much training).
+STATE_EVERY_S = 30.0
 
 #: A cache of per-image tensors (backbone features, zero-shot logits) that only
 #: depend on the initial weights and the preprocessing, shared across folds.
@@ -110,6 +123,43 @@ def frozen_features(model: nn.Module, images: torch.Tensor, preprocess: Preproce
     return feats, flipped
 
 
+def fit_key(model: nn.Module, images: torch.Tensor, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+            techniques: tuple[str, ...], cfg: TrainConfig, preprocess: PreprocessSpec, seed: int,
+            epochs: int | None) -> str:
+    """A SHA-256 of everything a fit's course depends on: a saved state resumes only the same fit."""
+    h = hashlib.sha256(json.dumps(
+        [list(techniques), dataclasses.asdict(cfg), repr(preprocess), seed, epochs, list(images.shape)],
+        sort_keys=True, default=str).encode())
+    for a in (np.asarray(y, dtype=np.int64), np.asarray(train_idx, dtype=np.int64),
+              np.asarray(val_idx, dtype=np.int64), images.numpy()):
+        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+    for name, t in model.state_dict().items():  # the starting weights
+        h.update(name.encode())
+        h.update(memoryview(np.ascontiguousarray(t.detach().cpu().float().numpy())).cast("B"))
+    return h.hexdigest()
+
+
+def _load_state(path: Path, key: str, log: Callable[[str], None]) -> dict | None:
+    """The saved state of this fit, or ``None`` (none there, or another fit's or a damaged one: noted)."""
+    if not path.exists():
+        return None
+    try:
+        # weights_only: tensors and plain containers, nothing executable
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a half-written or foreign file: torch raises several types
+        log(f"    {path}: unreadable saved state ({type(e).__name__}); this fit starts over")
+        return None
+    if not isinstance(state, dict) or state.get("key") != key:
+        log(f"    {path}: the saved state is another fit's (other data, settings or start); this fit starts over")
+        return None
+    return state
+
+
+def _save_state(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
 def fit(
     model: nn.Module,
     images: torch.Tensor,
@@ -125,6 +175,8 @@ def fit(
     cache_key: tuple = (),
     epochs: int | None = None,
     log: Callable[[str], None] = lambda s: None,
+    state_path: Path | None = None,
+    state_every_s: float | None = None,
 ) -> FitResult:
     """Train ``model`` on ``images[train_idx]``; choose the kept state on ``val_idx``.
 
@@ -142,6 +194,10 @@ def fit(
         cache / cache_key: reuse of backbone features across folds and
             configurations; ``cache_key`` must identify the initial weights, the
             image set and the preprocessing.
+        state_path: where the all-layers stage saves its state, at most every
+            ``state_every_s`` seconds (default :data:`STATE_EVERY_S`), and where a fit of the same inputs
+            (:func:`fit_key`) resumes from; the caller removes it once the
+            fit's results are safe. A state of another fit is noted and replaced.
     """
     validate = len(val_idx) > 0
     if not validate and epochs is None:
@@ -156,13 +212,21 @@ def fit(
     weights = class_weights(y[train_idx], n_classes) if "cw" in techniques else None
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     val_loss_fn = nn.CrossEntropyLoss()
-    flip = "hf" in techniques
     result = FitResult(model=model, preprocess=preprocess)
+    head_only = "head" in techniques
+    saved = None
+    if state_path is not None and not head_only:  # a head-only fit is quick: it just runs again
+        state_path = Path(state_path)
+        key = fit_key(model, images, y, train_idx, val_idx, techniques, cfg, preprocess, seed, epochs)
+        saved = _load_state(state_path, key, log)
+    if saved is not None:
+        return _all_layers(model, images, y_t, y, train_idx, val_idx, techniques=techniques, cfg=cfg,
+                           preprocess=preprocess, loss_fn=loss_fn, gen=gen, epochs=epochs, log=log,
+                           result=result, start=start, state=(state_path, key, state_every_s), saved=saved)
 
     # Stage 1: the head on frozen, cached backbone features.
     feats, flipped = frozen_features(model, images, preprocess, techniques, cache, cache_key)
     head = model.get_classifier()
-    head_only = "head" in techniques
     stage1_epochs = (cfg.epochs if epochs is None else epochs) if head_only else cfg.head_epochs
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
     tr = torch.as_tensor(train_idx)
@@ -209,28 +273,75 @@ def fit(
         result.seconds = time.perf_counter() - start
         return result
 
-    # Stage 2: all layers at a lower rate, the warmed-up head as starting point.
-    # The first epochs after unfreezing often score below the warmed-up model
-    # (BatchNorm statistics move, the one-cycle rate peaks), so patience counts
-    # from this stage's own best epoch; the state kept is the best on validation
-    # over both stages (epoch 0 = the warmed-up model).
+    return _all_layers(model, images, y_t, y, train_idx, val_idx, techniques=techniques, cfg=cfg,
+                       preprocess=preprocess, loss_fn=loss_fn, gen=gen, epochs=epochs, log=log, result=result,
+                       start=start, state=(state_path, key, state_every_s) if state_path is not None else None)
+
+
+def _all_layers(model: nn.Module, images: torch.Tensor, y_t: torch.Tensor, y: np.ndarray, train_idx: np.ndarray,
+                val_idx: np.ndarray, *, techniques: tuple[str, ...], cfg: TrainConfig, preprocess: PreprocessSpec,
+                loss_fn: nn.Module, gen: torch.Generator, epochs: int | None, log: Callable[[str], None],
+                result: FitResult, start: float, state: tuple[Path, str, float | None] | None = None,
+                saved: dict | None = None) -> FitResult:
+    """Stage 2 of :func:`fit`: all layers at a lower rate, the warmed-up head as starting point.
+
+    The first epochs after unfreezing often score below the warmed-up model
+    (BatchNorm statistics move, the one-cycle rate peaks), so patience counts
+    from this stage's own best epoch; the state kept is the best on validation
+    over both stages (epoch 0 = the warmed-up model). ``state`` is (path, key,
+    seconds between saves); ``saved`` a state read from that path to resume.
+    """
+    validate = len(val_idx) > 0
+    val_loss_fn = nn.CrossEntropyLoss()
+    flip = "hf" in techniques
+    tr = torch.as_tensor(train_idx)
     set_backbone_trainable(model, True)
     x_all = images
-    best_state = copy.deepcopy(model.state_dict())
-    result.best_epoch = 0
-    if validate:
-        val = evaluate(model, x_all[val_idx], y_t[val_idx], preprocess, val_loss_fn)
-        best = _score(val)
-    stage_best, stale = (-1.0, -math.inf), 0
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = all_layers_scheduler(opt, cfg, len(train_idx))
+    first = 1
+    if saved is None:
+        best_state = copy.deepcopy(model.state_dict())
+        result.best_epoch = 0
+        best = (-1.0, -math.inf)
+        if validate:
+            val = evaluate(model, x_all[val_idx], y_t[val_idx], preprocess, val_loss_fn)
+            best = _score(val)
+        stage_best, stale = (-1.0, -math.inf), 0
+    else:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        best_state, best, stage_best, stale = (saved["best_model"], tuple(saved["best"]),
+                                               tuple(saved["stage_best"]), saved["stale"])
+        result.history, result.best_epoch = saved["history"], saved["best_epoch"]
+        result.train_images, result.train_seconds = saved["train_images"], saved["train_seconds"]
+        start -= saved["seconds"]
+        first = saved["epoch"] + 1
+        log(f"    resumed after epoch {saved['epoch']} of the all-layers stage ({state[0]})")
+    last_save = time.perf_counter()
     train_images = x_all[tr]
     train_y = y_t[tr]
 
     def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return random_affine(x, cfg.rotate, cfg.scale, generator)  # x itself when both are 0
 
-    for epoch in range(1, (cfg.epochs if epochs is None else epochs) + 1):
+    def save(epoch: int) -> None:
+        nonlocal last_save
+        path, key, every_s = state
+        if time.perf_counter() - last_save < (STATE_EVERY_S if every_s is None else every_s):
+            return
+        _save_state(path, {
+            "key": key, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "best_model": best_state, "best": list(best), "stage_best": list(stage_best), "stale": stale,
+            "history": result.history, "best_epoch": result.best_epoch, "train_images": result.train_images,
+            "train_seconds": result.train_seconds, "seconds": time.perf_counter() - start})
+        last_save = time.perf_counter()
+
+    for epoch in range(first, (cfg.epochs if epochs is None else epochs) + 1):
         order = balanced_order(y[train_idx], gen) if "ws" in techniques else None
         stats = train_one_epoch(model, train_images, train_y, optimizer=opt, loss_fn=loss_fn,
                                 preprocess=preprocess, batch_size=cfg.batch_size, generator=gen,
@@ -243,6 +354,8 @@ def fit(
             log(f"    epoch {epoch}/{epochs}: train loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} | "
                 f"{stats['img_per_s']:.0f} img/s")
             best_state, result.best_epoch = model.state_dict(), epoch  # the last one is kept
+            if state is not None:
+                save(epoch)
             continue
         val = evaluate(model, x_all[val_idx], y_t[val_idx], preprocess, val_loss_fn)
         result.history.append({"stage": "all", "epoch": epoch, "train_loss": stats["loss"],
@@ -259,6 +372,8 @@ def fit(
             stale += 1
             if stale >= cfg.patience:
                 break
+        if state is not None:
+            save(epoch)
     model.load_state_dict(best_state)
     model.eval()
     result.best_val_accuracy = best[0] if validate else float("nan")

@@ -60,6 +60,11 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def fit_state_path(out: str | Path) -> Path:
+    """Where ``finetune(..., out)`` keeps its unfinished fit, so that the same command resumes it."""
+    return Path(f"{out}.fit_state.pt")
+
+
 def equalize_mode(techniques: tuple[str, ...]) -> str | None:
     """The histogram equalisation that ``techniques`` ask for (``he``: luminance, ``hec``: each channel)."""
     return "luma" if "he" in techniques else "rgb" if "hec" in techniques else None
@@ -220,7 +225,7 @@ def finetune(
         train = from_dict(TrainConfig, {**dataclasses.asdict(preset("accurate")), **train}, "train")
     # with --epochs-from, the run's own settings unless others are given
     cfg = train or (None if epochs_from else preset("accurate"))
-    check_out_files(checkpoint_files(out), "checkpoint")  # before any work
+    check_out_files([*checkpoint_files(out), fit_state_path(out)], "checkpoint")  # before any work
     arch = arch or ("mobilenetv2" if init in (None, "imagenet", "random") else None)
     if init is None and not (epochs_from and preset_name is None):
         init = preset_init(preset_name or "accurate", arch)
@@ -258,8 +263,9 @@ def finetune(
     log(f"train {technique_label(t)} {arch} from {init} on {table.name}: {len(train_idx)} samples, "
         f"{meta.input_size}px; {how}")
     prep, stats_from = choose_preprocess(t, init, cfg, meta, images, train_idx)
+    state_path = fit_state_path(out)
     result = fit(model, images, y, train_idx, val_idx, techniques=t, cfg=cfg, preprocess=prep, seed=seed,
-                 epochs=chosen["epochs"] if chosen else None, log=log)
+                 epochs=chosen["epochs"] if chosen else None, log=log, state_path=state_path)
     extra = {"seed": seed, "best_epoch": result.best_epoch, "normalisation_from": stats_from,
              "history": result.history, "seconds": round(time.perf_counter() - started, 1)}
     if chosen:
@@ -270,5 +276,6 @@ def finetune(
                            training_data=data, val_accuracy=result.best_val_accuracy, command=command,
                            extra=extra)
     stem = save_checkpoint(result.model, final, out)
+    state_path.unlink(missing_ok=True)
     log(f"wrote {stem}.safetensors + .json ({time.perf_counter() - started:.0f} s)")
     return stem
