@@ -562,7 +562,10 @@ def cmd_annotate(args) -> int:
         res = annotate(args.videos, args.out, model=args.model, detector=args.detector, backend=args.backend,
                        every=args.every, fps=args.fps, detect_every=args.detect_every, smooth=args.smooth,
                        min_duration=args.min_duration, overlay=args.overlay, detect_size=args.detect_size,
-                       track=args.track, chunk_s=args.chunk, executor=executor)
+                       track=args.track, chunk_s=args.chunk, executor=executor, redo=args.redo)
+    for video in res.skipped:
+        print(f"{video}: annotated before into {args.out} with the same model and settings, skipped "
+              "(--redo annotates it again)")
     for r in res.results:
         print(r.summary())
     return _print_errors(res.errors)
@@ -782,6 +785,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk", type=float, default=None, metavar="SECONDS",
                    help="cut each video into stretches of about SECONDS, one task each (with --ray, a few "
                         "long videos then keep every core busy); the files are the same as without")
+    s.add_argument("--redo", action="store_true",
+                   help="annotate again the videos done before into --out with the same model and settings "
+                        "(by default they are skipped, so a killed run goes on where it stopped)")
     s.set_defaults(func=cmd_annotate)
 
     s = sub.add_parser("suggest", help="the most uncertain frames, as an ELAN tier to annotate first")
@@ -819,6 +825,18 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: What an interrupted command keeps, and how to go on (see each command's resume).
+RESUME_HINTS = {
+    "cv": "; finished folds are saved, and the fit in progress as of its last saved state: "
+          "re-run the same command to resume",
+    "grid": "; finished folds are saved, and the fit in progress as of its last saved state: "
+            "re-run the same command to resume",
+    "train": "; the fit is saved as of its last saved state: re-run the same command to resume",
+    "pretrain": "; the finished epochs are saved: re-run the same command to resume",
+    "annotate": "; the finished videos are kept: re-run the same command to go on with the rest",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     if args.threads is not None and args.threads < 1:
@@ -835,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
     except SignferError as e:
         return _die(str(e))
     except KeyboardInterrupt:
-        return _die("interrupted; finished folds are saved, re-run the same command to resume")
+        return _die(f"interrupted{RESUME_HINTS.get(args.command, '')}")
     except OSError as e:  # a file the checks before the work did not foresee (e.g. a full disk)
         return _die(f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
 

@@ -308,3 +308,82 @@ def test_annotate_real_clip(ckpt, shared, tmp_path):
     assert result.n_frames == len(range(0, probe(clip)["frames"], 4))
     assert result.detection_rate >= 0.9
     assert set(result.table.loc[result.table["face"], "label"]) <= set(LABELS)
+
+
+# ---------------------------------------------------------------- resuming annotate
+
+def annotate_cli(capsys, videos, out, *extra):
+    rc = main(["annotate", *map(str, videos), "--model", str(extra[0]), "--out", str(out), "--backend", "torch",
+               *map(str, extra[1:])])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    return captured.out
+
+
+def stamps(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(out.iterdir())}
+
+
+def test_annotate_again_skips_the_videos_done_with_the_same_model_and_settings(
+        ckpt, biased_ckpt, face_video, astronaut_png, tmp_path, capsys):
+    other = make_face_video(tmp_path / "other_clip.mp4", astronaut_png, frames=4)
+    out = tmp_path / "ann"
+    annotate_cli(capsys, [face_video, other], out, ckpt)
+    assert (out / "face_clip.done.json").is_file() and (out / "other_clip.done.json").is_file()
+    before = stamps(out)
+    printed = annotate_cli(capsys, [face_video, other], out, ckpt)
+    assert printed.count("with the same model and settings, skipped") == 2
+    assert stamps(out) == before  # nothing written again
+    # another setting, another model, or --redo: annotated again
+    for extra in (["--every", "2"], ["--redo"]):
+        printed = annotate_cli(capsys, [face_video], out, ckpt, *extra)
+        assert "skipped" not in printed and "face_clip.mp4: " in printed
+    printed = annotate_cli(capsys, [face_video], out, biased_ckpt)
+    assert "skipped" not in printed
+    assert set(pd.read_csv(out / "face_clip.frames.csv")["label"]) == {FAVOURED}
+    # a file gone: that video is annotated again, the other one is still skipped
+    (out / "other_clip.eaf").unlink()
+    printed = annotate_cli(capsys, [face_video, other], out, biased_ckpt)
+    assert "face_clip.mp4: annotated before" in printed and "other_clip.mp4: annotated before" not in printed
+    assert (out / "other_clip.eaf").is_file()
+
+
+def test_a_killed_annotate_goes_on_with_the_video_it_stopped_at(ckpt, face_video, astronaut_png, tmp_path,
+                                                                capsys, monkeypatch):
+    from signfer.inference import annotate as annotate_module
+
+    videos = [face_video, make_face_video(tmp_path / "second.mp4", astronaut_png, frames=4),
+              make_face_video(tmp_path / "third.mp4", astronaut_png, frames=4)]
+    real, calls = annotate_module.annotate_one, []
+
+    def killed_at_the_second(path, *args, **kwargs):
+        calls.append(Path(path).name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(annotate_module, "annotate_one", killed_at_the_second)
+    out = tmp_path / "ann"
+    rc = main(["annotate", *map(str, videos), "--model", str(ckpt), "--out", str(out), "--backend", "torch"])
+    assert rc != 0 and "the finished videos are kept" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.done.json")) == ["face_clip.done.json"]
+    monkeypatch.setattr(annotate_module, "annotate_one", real)
+    capsys.readouterr()
+    printed = annotate_cli(capsys, videos, out, ckpt)
+    assert "face_clip.mp4: annotated before" in printed
+    assert "second.mp4: 4 frames" in printed and "third.mp4: 4 frames" in printed
+
+
+def test_the_model_fingerprint_tells_models_apart(ckpt, biased_ckpt):
+    from signfer.inference.classifier import FusedClassifier
+    from signfer.inference.resume import model_fingerprint
+
+    a, again, b = (TorchClassifier.load(p) for p in (ckpt, ckpt, biased_ckpt))
+    assert model_fingerprint(a) == model_fingerprint(again)
+    assert model_fingerprint(a) != model_fingerprint(b)
+    # another crop of the same weights is another model too
+    a_tight = TorchClassifier.load(ckpt)
+    a_tight.spec = dataclasses.replace(a.spec, crop=dataclasses.replace(a.spec.crop, margin=1.0))
+    assert model_fingerprint(a_tight) != model_fingerprint(a)
+    fused = FusedClassifier([a, b])
+    assert model_fingerprint(fused) not in (model_fingerprint(a), model_fingerprint(b))

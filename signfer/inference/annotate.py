@@ -70,7 +70,9 @@ from signfer.faces.crop import Box, largest
 from signfer.faces.downscale import detect_downscaled
 from signfer.faces.track import TRACK_SIZE, detect_near
 from signfer.inference.schema import PROB_PREFIX, class_names, prob_columns
+from signfer.inference import resume
 from signfer.inference.classifier import stack_crops
+from signfer.inference.resume import forget, is_done, model_fingerprint, run_record
 from signfer.inference.smoothing import smooth_probs
 from signfer.io import atomic_path
 from signfer.video import Frame, Span, end_s, frame_count_hint, iter_frames, iter_span, probe, split_frames
@@ -170,10 +172,12 @@ class AnnotateResult:
 
 @dataclass
 class AnnotateManyResult:
-    """Results of :func:`annotate_many`: the videos done, and one line per video that failed."""
+    """Results of :func:`annotate_many`: the videos done, one line per video that
+    failed, and the videos skipped because an earlier run did them (:mod:`signfer.inference.resume`)."""
 
     results: list[AnnotateResult]
     errors: list[str]
+    skipped: list[Path] = field(default_factory=list)
 
 
 def annotate_frames(
@@ -542,6 +546,7 @@ def write_outputs(path: str | Path, out_dir: str | Path, table: pd.DataFrame, *,
     path, out_dir = Path(path), Path(out_dir)
     table = add_smoothed(table, smooth)
     out_dir.mkdir(parents=True, exist_ok=True)
+    forget(path, out_dir)  # an earlier run's record no longer describes these files
     planned = output_paths(path, out_dir, overlay=overlay, write_parquet=write_parquet)
     outputs = {"csv": write_table(table, planned["csv"])}
     if "parquet" in planned:
@@ -614,6 +619,7 @@ def annotate_many(
     *,
     executor=None,
     chunk_s: float | None = None,
+    redo: bool = False,
     **options,
 ) -> AnnotateManyResult:
     """Run :func:`annotate_video` on each video; a bad video does not stop the rest.
@@ -621,7 +627,10 @@ def annotate_many(
     Each video whose reading fails (:class:`~signfer.errors.SignferError`)
     gives one line in ``errors``, also logged at ERROR level. Two videos with
     the same file name stem would overwrite each other's outputs, so the
-    later one is refused with an error line.
+    later one is refused with an error line. A video that an earlier run
+    annotated into ``out_dir`` with the same model and settings (its files
+    all there) is skipped, unless ``redo`` (:mod:`signfer.inference.resume`),
+    so a killed run goes on where it stopped.
 
     Args:
         paths: the videos.
@@ -649,6 +658,7 @@ def annotate_many(
     paths = [Path(p) for p in paths]
     todo, refused = by_stem(paths)
     outcome: dict[int, AnnotateResult | str] = dict(refused)
+    todo, records, skipped = _not_done(paths, todo, Path(out_dir), classifier, detector, options, redo)
     if executor is None:
         from signfer.experiments.executors import LocalExecutor
 
@@ -663,10 +673,11 @@ def annotate_many(
                     outcome[todo[k]] = _error_line(paths[todo[k]], exc)
                 else:
                     log.info("%s", result.summary())
+                    mark_done(paths[todo[k]], out_dir, records[todo[k]])
                     outcome[todo[k]] = result
                 shown.update()
     else:
-        _annotate_chunked(paths, todo, out_dir, executor, shared, chunk_s, options, outcome)
+        _annotate_chunked(paths, todo, out_dir, executor, shared, chunk_s, options, outcome, records)
     results: list[AnnotateResult] = []
     errors: list[str] = []
     for i in sorted(outcome):
@@ -675,7 +686,33 @@ def annotate_many(
             errors.append(outcome[i])
         else:
             results.append(outcome[i])
-    return AnnotateManyResult(results, errors)
+    return AnnotateManyResult(results, errors, skipped)
+
+
+def _not_done(paths: list[Path], todo: list[int], out_dir: Path, classifier, detector, options: dict,
+              redo: bool) -> tuple[list[int], dict[int, dict | None], list[Path]]:
+    """The positions still to do, the record each will be marked done with, and the videos skipped."""
+    fingerprint = model_fingerprint(classifier)
+    left, records, skipped = [], {}, []
+    for i in todo:
+        try:
+            records[i] = run_record(paths[i], classifier, detector, options, fingerprint)
+        except OSError:  # not there or unreadable: annotating it says so in its error line
+            records[i] = None
+        outputs = output_paths(paths[i], out_dir, overlay=options.get("overlay", False),
+                               write_parquet=options.get("write_parquet", True)).values()
+        if records[i] is not None and not redo and is_done(paths[i], out_dir, records[i], outputs):
+            skipped.append(paths[i])
+            continue
+        forget(paths[i], out_dir)  # its files are about to be rewritten
+        left.append(i)
+    return left, records, skipped
+
+
+def mark_done(path: Path, out_dir, record: dict | None) -> None:
+    """Record that ``path``'s files are written (:func:`signfer.inference.resume.mark_done`)."""
+    if record is not None:
+        resume.mark_done(path, Path(out_dir), record)
 
 
 def _error_line(path: Path, exc: BaseException) -> str:
@@ -688,7 +725,7 @@ _FRAME_OPTIONS = ("batch_size", "detect_every", "detect_size", "track")
 
 
 def _annotate_chunked(paths: list[Path], todo: list[int], out_dir, executor, shared: dict, chunk_s: float,
-                      options: dict, outcome: dict) -> None:
+                      options: dict, outcome: dict, records: dict[int, dict | None]) -> None:
     """:func:`annotate_many` with ``chunk_s``: one task per stretch, the files
     of each video written here as soon as all its stretches are in."""
     every, fps = options.pop("every", None), options.pop("fps", None)
@@ -734,4 +771,5 @@ def _annotate_chunked(paths: list[Path], todo: list[int], out_dir, executor, sha
                 continue
             written.seconds = sum(s for _, s in done) + time.perf_counter() - started
             log.info("%s", written.summary())
+            mark_done(paths[i], out_dir, records[i])
             outcome[i] = written

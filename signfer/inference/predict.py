@@ -211,7 +211,7 @@ def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detec
              backend: str = "auto", every: int | None = None, fps: float | None = None,
              detect_every: int | None = None, smooth: int = 1, min_duration: float = 0.0,
              overlay: bool = False, detect_size: int | None = None, track: str = "window",
-             chunk_s: float | None = None, executor=None):
+             chunk_s: float | None = None, executor=None, redo: bool = False):
     """Annotate each video into ``out`` (see :func:`signfer.inference.annotate.annotate_video`).
 
     Args:
@@ -230,10 +230,14 @@ def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detec
             :class:`~signfer.experiments.executors.RayExecutor` (one task per video).
         chunk_s: one task per stretch of about this many seconds of each
             video instead (``annotate_many``); the files are the same.
+        redo: annotate again the videos that an earlier run into ``out``
+            did with the same model and settings (by default they are
+            skipped, see :mod:`signfer.inference.resume`).
 
     Returns:
         An :class:`~signfer.inference.annotate.AnnotateManyResult`: the videos
-        done and one error line per video that could not be read.
+        done, one error line per video that could not be read, and the videos
+        skipped as done before.
 
     Raises:
         SignferError: a bad option (before anything is loaded), or the model
@@ -254,7 +258,7 @@ def annotate(videos: Iterable[str | Path], out: str | Path, *, model=None, detec
     return annotate_many(videos, out, clf, make_detector(detector, clf), every=every, fps=fps, smooth=smooth,
                          min_duration=min_duration, overlay=overlay, detect_every=_detect_every(detect_every),
                          detect_size=_detect_size(detect_size), track=track, chunk_s=chunk_s,
-                         executor=executor)
+                         executor=executor, redo=redo)
 
 
 def _detect_every(detect_every: int | None) -> int:
