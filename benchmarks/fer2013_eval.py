@@ -13,7 +13,7 @@ Accuracy is given four ways, side by side, from one pass over the faces:
   (default ``fer2013-validation``: 591 faces that occur in train, exactly or
   nearly, see :mod:`signfer.data.duplicates`); the headline figure;
 * on the deduplicated **selection half** and **report half**
-  (:mod:`signfer.data.halves`, a fixed hash of the file name): the
+  (:mod:`signfer.data.halves`, a fixed hash of the file name, copies of a face together): the
   built-in models' epochs and teachers were chosen on the whole validation set,
   so neither half is clean for them yet; a model selected on the selection half
   only is judged on the report half.
@@ -106,15 +106,15 @@ def evaluate_fer(table, batched: bool) -> dict:
 def subsets(table, exclude: str | None) -> dict[str, np.ndarray]:
     """Boolean masks over ``table``: all faces, deduplicated, and its two halves."""
     from signfer.data.duplicates import drop_listed
-    from signfer.data.halves import halves
+    from signfer.data.halves import halves_of
 
     masks = {"all": np.ones(len(table.samples), bool)}
-    if exclude:  # the faces --exclude keeps, matched as every command matches them
-        kept = set(drop_listed(table, exclude).samples["path"])
-        masks["dedup"] = table.samples["path"].isin(kept).to_numpy()
-    else:
-        masks["dedup"] = masks["all"]
-    which = halves(table.samples["path"])
+    # the faces --exclude keeps, matched as every command matches them, and
+    # their halves as pretrain --select-on selection makes them (copies together)
+    kept = drop_listed(table, exclude) if exclude else table
+    masks["dedup"] = table.samples["path"].isin(set(kept.samples["path"])).to_numpy()
+    half = dict(zip(kept.samples["path"], halves_of(kept)))
+    which = table.samples["path"].map(half).to_numpy()
     masks["selection half"] = masks["dedup"] & (which == "selection")
     masks["report half"] = masks["dedup"] & (which == "report")
     return masks

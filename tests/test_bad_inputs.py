@@ -839,7 +839,7 @@ def _train_epochs_from_a_run_on_other_data(c):
     # its epochs and its score would be recorded as this model's
     out, _ = copy_run(c)
     return Bad(["train", "--dataset", "feph", "--root", feph(c), "--epochs-from", out, "--out", c.tmp / "m"],
-               ("config.yaml: the run cross-validated", "on the same data"), watch=(out,))
+               ("folds.csv: the run cross-validated other faces", "on the same data"), watch=(out,))
 
 
 @case("run")

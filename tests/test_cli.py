@@ -386,6 +386,30 @@ def test_train_with_epochs_from_alone_takes_the_runs_settings_and_init(cv_run, f
     assert rc == 2 and "training settings" in err and not (tmp_path / "m2.json").exists()
 
 
+def test_train_epochs_from_checks_the_runs_faces_wherever_the_dataset_lies(cv_run, feph_small, tmp_path, capsys):
+    _, cv_out, _ = cv_run
+    moved = tmp_path / "elsewhere" / "FePh"
+    shutil.copytree(feph_small, moved)
+    rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", moved, "--epochs-from", cv_out,
+                     "--out", tmp_path / "m")
+    assert rc == 0, err  # the same faces, moved: accepted
+    # one face relabelled: other data
+    csv = next(moved.glob("*.csv"))
+    rows = csv.read_text().splitlines()
+    rows[1] = rows[1].rsplit(",", 1)[0] + "," + ("1" if not rows[1].endswith(",1") else "2")
+    csv.write_text("\n".join(rows) + "\n")
+    rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", moved, "--epochs-from", cv_out,
+                     "--out", tmp_path / "m2")
+    one_error(rc, err, "folds.csv: the run cross-validated other faces", " there, ")
+    # a run folder without its folds.csv cannot say what it ran on
+    run = tmp_path / "run"
+    shutil.copytree(cv_out, run)
+    (run / "folds.csv").unlink()
+    rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", feph_small, "--epochs-from", run,
+                     "--out", tmp_path / "m3")
+    one_error(rc, err, "folds.csv: not found")
+
+
 def _set_folds(run, **changes):
     for path in sorted(run.glob("runs/*/*/fold*/metrics.json")):
         m = json.loads(path.read_text())
@@ -642,7 +666,7 @@ def test_bad_crop_options_are_one_line_errors(command, argv, fragment, tmp_path,
 def test_train_epochs_from_a_folder_without_runs(feph_small, tiny_fer, tmp_path, capsys):
     rc, _, err = cli(capsys, "train", "--dataset", "feph", "--root", feph_small, "--init", tiny_fer,
                      "--epochs-from", tmp_path, "--out", tmp_path / "m", *TINY)
-    one_error(rc, err, "no finished folds", "--epochs-from", alone=False)
+    one_error(rc, err, "folds.csv: not found", "--epochs-from", alone=False)
     assert not (tmp_path / "m.safetensors").exists()
 
 

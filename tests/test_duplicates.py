@@ -24,7 +24,7 @@ from signfer.data.duplicates import (
     hash_images,
     read_list,
 )
-from signfer.data.halves import HALVES, half_of, split_halves
+from signfer.data.halves import HALVES, half_of, halves_of, split_halves
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 
@@ -215,6 +215,34 @@ def test_halves_are_fixed_by_file_name_and_even():
     import hashlib
 
     assert half_of("x.jpg") == HALVES[hashlib.sha256(b"x.jpg").digest()[-1] & 1]
+
+
+def test_copies_of_a_face_are_in_one_half(tmp_path):
+    # 40 faces, each with a copy (exact, brighter and re-compressed, or mirrored) under another name:
+    # by file name alone, about half of the pairs would be split
+    root = tmp_path / "faces"
+    for i in range(40):
+        face = _face(100 + i)
+        _save(root / "happy" / f"a{i}.png", face)
+        copy = [face, _jpeg_again(np.clip(face.astype(int) + 10, 0, 255).astype(np.uint8)),
+                np.ascontiguousarray(face[:, ::-1])][i % 3]
+        _save(root / "sad" / f"b{i}.png", copy)
+    table = load_dataset("folder", root)
+    which = dict(zip(table.samples["path"].map(lambda p: Path(p).stem), halves_of(table)))
+    assert all(which[f"a{i}"] == which[f"b{i}"] for i in range(40))
+    assert sum(half_of(f"a{i}.png") != half_of(f"b{i}.png") for i in range(40)) > 5  # what file names alone do
+    assert set(which.values()) == set(HALVES)
+
+
+def test_a_grouped_table_is_halved_by_group():
+    groups = [f"subject{i // 5}" for i in range(200)]
+    table = SampleTable(pd.DataFrame({"path": [f"/d/s{i // 5}/f{i}.png" for i in range(200)],
+                                      "label": ["happiness", "neutral"] * 100, "group": groups,
+                                      "source": [f"f{i}.png" for i in range(200)]}))
+    which = halves_of(table)
+    per_group = pd.Series(which).groupby(pd.Series(groups)).nunique()
+    assert (per_group == 1).all()  # no subject in both halves
+    assert set(which) == set(HALVES)
 
 
 def test_split_halves_and_evaluate_halves(faces, tiny_fer, capsys):

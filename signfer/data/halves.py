@@ -1,12 +1,20 @@
 """Two fixed halves of a validation set: one to select on, one to report.
 
 Whatever chose a model's epoch, its teachers or its hyper-parameters on a
-validation set makes that set's figure optimistic. Splitting the set once, by
-a hash of each file name, gives a *selection* half to choose on and a *report*
-half that nothing was chosen on. The hash (SHA-256 of the file name, not the
-path) gives the same halves on every machine, whatever folder holds the data,
-and a face keeps its half when other faces are added or dropped (e.g. by a
-duplicate list).
+validation set makes that set's figure optimistic. Splitting the set once
+gives a *selection* half to choose on and a *report* half that nothing was
+chosen on. A half is the parity of a SHA-256 (:func:`half_of`), so the halves
+are the same on every machine, whatever folder holds the data. What is hashed
+keeps related faces together (:func:`halves_of`):
+
+* with groups (a video, a subject), the group: no subject is in both halves;
+* without, the file name of the first of its copies: faces that repeat one
+  another (:func:`~signfer.data.duplicates.find_duplicates`, exact or near,
+  mirrored too) are one cluster, and a cluster is never split.
+
+A face keeps its half when other faces are added or dropped, unless that
+changes its cluster's first name; so compute the halves on the very faces you
+use (after ``--exclude``), as ``pretrain`` and ``evaluate --halves`` do.
 
 Example:
     >>> half_of("PublicTest_99999.jpg") in HALVES
@@ -20,26 +28,44 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from scipy.cluster.hierarchy import DisjointSet
 
 from signfer.data.table import SampleTable
 
 HALVES = ("selection", "report")
 
 
-def half_of(path: str) -> str:
-    """``"selection"`` or ``"report"``: the parity of the SHA-256 of the file name."""
-    digest = hashlib.sha256(Path(str(path)).name.encode("utf-8")).digest()
+def half_of(key: str) -> str:
+    """``"selection"`` or ``"report"``: the parity of the SHA-256 of ``key``'s file
+    name (of a group name, the name itself)."""
+    digest = hashlib.sha256(Path(str(key)).name.encode("utf-8")).digest()
     return HALVES[digest[-1] & 1]
 
 
-def halves(paths) -> np.ndarray:
-    """:func:`half_of` of every path, as an array of strings."""
-    return np.array([half_of(p) for p in paths], dtype=object)
+def halves_of(table: SampleTable) -> np.ndarray:
+    """The half of each row of ``table``, by group, or by cluster of copies (see the module).
+
+    Without groups, every face is hashed and compared with the others
+    (:func:`~signfer.data.duplicates.find_duplicates`), a few seconds for
+    FER2013's 3,589 validation faces.
+    """
+    s = table.samples
+    if table.has_groups and not table.groups_are_paths:
+        return np.array([half_of(f"group {g}") for g in s["group"].astype(str)], dtype=object)
+    from signfer.data.duplicates import find_duplicates
+
+    paths = s["path"].astype(str).tolist()
+    clusters = DisjointSet(paths)
+    dups = find_duplicates(table)
+    for a, b in zip(dups["path"].astype(str), dups["match_path"].astype(str)):
+        clusters.merge(a, b)
+    first = {p: min(clusters.subset(p), key=lambda q: (Path(q).name, q)) for p in dict.fromkeys(paths)}
+    return np.array([half_of(first[p]) for p in paths], dtype=object)
 
 
 def split_halves(table: SampleTable) -> tuple[SampleTable, SampleTable]:
-    """``table``'s selection half and report half, as two tables (classes kept)."""
-    which = halves(table.samples["path"])
+    """``table``'s selection half and report half (:func:`halves_of`), as two tables (classes kept)."""
+    which = halves_of(table)
     return tuple(SampleTable(table.samples[which == h], name=f"{table.name}, {h} half",
                              classes=table.classes, groups_are_paths=table.groups_are_paths)
                  for h in HALVES)

@@ -99,6 +99,42 @@ def _read_folds(path: Path) -> pd.DataFrame:
     return saved
 
 
+def read_folds(run: str | Path) -> pd.DataFrame:
+    """The ``folds.csv`` of run folder ``run``, or a one-line error saying why it cannot be used."""
+    path = Path(run) / FOLDS_FILE
+    if not path.is_file():
+        raise SignferError(f"{path}: not found; a cv or grid run folder holds the folds it ran on")
+    try:
+        return _read_folds(path)
+    except (OSError, ValueError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SignferError(f"{path}: damaged ({why})") from None
+
+
+def first_other_sample(saved: pd.DataFrame, samples: pd.DataFrame) -> str | None:
+    """Whether ``saved`` (a folds.csv) lists the faces of ``samples``, in order and
+    with their labels, wherever the dataset now lies: ``None`` if so, else a
+    description of the first difference.
+
+    Paths are compared below the folder that holds all of them, so a dataset
+    moved or mounted elsewhere is the same dataset.
+    """
+    if len(saved) != len(samples):
+        return f"{len(saved)} faces there, {len(samples)} here"
+    was, now = (_below_common_folder(x["path"].astype(str).tolist()) for x in (saved, samples))
+    for i, (a, b, la, lb) in enumerate(zip(was, now, saved["label"].astype(str), samples["label"].astype(str))):
+        if a != b or la != lb:
+            return f"face {i + 1} is {a} ({la}) there, {b} ({lb}) here"
+    return None
+
+
+def _below_common_folder(paths: list[str]) -> list[str]:
+    import os
+
+    top = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ""
+    return [os.path.relpath(p, top) if top else p for p in paths]
+
+
 def load_or_make_folds(table: SampleTable, k: int, seed: int, out: Path, *, redo_damaged: bool = False,
                        log=None) -> np.ndarray:
     """Read ``out/folds.csv`` if it exists (checking it fits), else make and save it.

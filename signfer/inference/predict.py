@@ -125,7 +125,7 @@ def evaluate_model(table: SampleTable, model: str, *, crop_faces: str | None = N
     if halves:
         from signfer.data import halves as fixed_halves
 
-        which, y = fixed_halves.halves(table.samples["path"]), table.y()
+        which, y = fixed_halves.halves_of(table), table.y()
         m["halves"] = {h: compute_metrics(y[which == h], pred[which == h], classes)
                        for h in fixed_halves.HALVES if (which == h).any()}
     if keep_predictions:

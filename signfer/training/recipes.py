@@ -21,6 +21,11 @@ subject, ``benchmarks/small_data.py``, benchmarks/RESULTS.md):
   by default. From ``efficientnet_lite0-fer-160`` (``--arch efficientnet_lite0``):
   93.6 ± 3.1 % (mean per-class recall 86.6).
 
+These folds also chose the accurate preset (the 160 px start, the mirror,
+no label smoothing, MobileNetV2 as default), so its figures are somewhat
+optimistic; the other 54 CK+ subjects, kept aside to check them, are not
+scored yet.
+
 Example:
     >>> preset("accurate").epochs
     30

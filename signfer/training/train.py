@@ -104,23 +104,24 @@ def finetuned_meta(meta: ModelMeta, prep: PreprocessSpec, *, techniques: tuple[s
 
 
 def check_same_dataset(run: str | Path, table: SampleTable) -> None:
-    """Refuse a cv/grid run made on other data (other classes or another number
-    of faces, as its config.yaml records): its epochs and its score would not
-    be this model's."""
-    import yaml
+    """Refuse a cv/grid run made on other data: its epochs and its score would
+    not be this model's, and a run on the faces the model is later tested on
+    would choose its length on them.
 
-    path = Path(run) / "config.yaml"
+    The run's folds.csv must list the same faces in the same order with the
+    same labels (paths compared below their common folder, so a moved dataset
+    still matches).
+    """
+    from signfer.experiments.folds import first_other_sample, read_folds
+
     try:
-        recorded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return  # the folds themselves are checked next, naming what is wrong
-    if not isinstance(recorded, dict):
-        return
-    was = (recorded.get("classes"), recorded.get("n_samples"))
-    now = (list(table.classes), len(table.samples))
-    if was != now:
-        raise SignferError(f"{path}: the run cross-validated {was[1]} faces of {was[0]}, but these are "
-                           f"{now[1]} faces of {now[0]}; --epochs-from takes a run on the same data")
+        saved = read_folds(run)
+    except SignferError as e:
+        raise SignferError(f"--epochs-from: {e}") from None
+    other = first_other_sample(saved, table.samples)
+    if other is not None:
+        raise SignferError(f"{Path(run) / 'folds.csv'}: the run cross-validated other faces than these "
+                           f"({other}); --epochs-from takes a run on the same data")
 
 
 def epochs_from_run(run: str | Path, *, arch: str, init: str | None, techniques: tuple[str, ...],
