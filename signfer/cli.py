@@ -473,8 +473,11 @@ def _model_details(meta) -> list[str]:
                  "validation accuracy: none (trained on every face, for the epochs "
                  + ("cross-validation chose)" if meta.extra.get("cv") else "set)"))
     if "report_accuracy" in meta.extra:
+        seen = meta.extra.get("report_chosen_on_by")
         lines.append(f"report half accuracy: {meta.extra['report_accuracy']} ({meta.extra.get('report_faces')} "
-                     "faces that chose nothing)")
+                     + (f"faces that chose nothing for this model, but not clean: models it starts or learns "
+                        f"from chose their epoch on them: {'; '.join(seen)})" if seen else
+                        "faces that chose nothing)"))
     cv = meta.extra.get("cv")
     if cv:
         lines.append(f"epochs from cross-validation: {cv.get('epochs')} (median best epoch of "

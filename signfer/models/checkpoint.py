@@ -205,14 +205,14 @@ def _read_meta(stem: Path) -> tuple[ModelMeta, dict]:
 
 def provenance(init: str) -> dict | None:
     """How the checkpoint a run starts from (or learns from) was made, and what it
-    started from, for the new model's metadata (``extra.init_from``). A built-in
+    started and learnt from, for the new model's metadata (``extra.init_from``). A built-in
     name may later hold another model, so call this when the run starts."""
     if init in ("imagenet", "random"):
         return None
     m = load_meta(init)
     return {"name": str(init), "command": m.command, "training_data": m.training_data,
             "val_accuracy": m.val_accuracy,
-            **({"init_from": m.extra["init_from"]} if "init_from" in m.extra else {})}
+            **{k: m.extra[k] for k in ("init_from", "teachers") if k in m.extra}}
 
 
 def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelMeta]:

@@ -202,6 +202,10 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
 
     parent = provenance(cfg.init)
     teacher_records = [provenance(t) for t in cfg.teachers]
+    seen_report = chose_on_all_validation([parent, *teacher_records]) if report is not None else []
+    if seen_report:
+        _log(f"note: the report half is not clean for this model: {len(seen_report)} model(s) it starts or learns "
+             f"from chose their epoch on all of validation/, report half included: {'; '.join(seen_report)}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -282,6 +286,8 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     if report is not None:  # the chosen epoch's score on faces that chose nothing
         held_out = {"report_accuracy": round(float(history[best_epoch - 1]["report_accuracy"]), 4),
                     "report_faces": len(report.samples)}
+        if seen_report:
+            held_out["report_chosen_on_by"] = seen_report
     final = ModelMeta(
         arch=cfg.arch, input_size=cfg.input_size, labels=classes, mean=list(meta.mean),
         std=list(meta.std), normalize=True, config=dataclasses.asdict(cfg),
@@ -304,6 +310,32 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
 
 #: The record of a run's faces, checked when it resumes.
 DATA_RECORD = "pretrain_data.json"
+
+
+def chose_on_all_validation(records: list[dict | None]) -> list[str]:
+    """The models in provenance records (:func:`~signfer.models.checkpoint.provenance`:
+    a start, its own start, ..., and teachers at any depth) whose epoch was
+    chosen on a whole ``validation/``, report half included, each as "NAME
+    (TRAINING DATA)".
+
+    A student selected on the selection half alone still learnt from them, so
+    its report-half figure is not clean.
+    """
+    found: dict[str, None] = {}
+
+    def walk(record) -> None:
+        if not isinstance(record, dict):
+            return
+        data = str(record.get("training_data", ""))
+        if "validation/" in data and "for choosing the epoch" in data and "selection half" not in data:
+            found[f"{record.get('name')} ({data})"] = None
+        walk(record.get("init_from"))
+        for teacher in record.get("teachers") or []:
+            walk(teacher)
+
+    for record in records:
+        walk(record)
+    return list(found)
 
 
 def _check_same_data(path: Path, root: str | Path, tables: list) -> dict:
