@@ -57,9 +57,18 @@ from signfer.training.fit import all_layers_scheduler, class_weights  # noqa: E4
 
 def make_standin(out: Path, n: int = 2500, group_size: int = 25, seed: int = 0,
                  split: str = "validation", exclude: str | None = "fer2013-validation") -> Path:
-    """A manifest of ``n`` FER2013 faces from ``split`` (without those on ``exclude``) with synthetic groups."""
+    """A manifest of ``n`` FER2013 faces from ``split`` (without those on ``exclude``) with synthetic groups.
+
+    Faces that repeat an earlier face of the split (exact or near copies,
+    :func:`~signfer.data.duplicates.find_duplicates`) are left out first, so
+    that no copy can sit in another fold than its original.
+    """
+    from signfer.data.duplicates import find_duplicates
+
     options = {"exclude": exclude} if exclude and split == "validation" else {}
-    table = load_dataset("folder", shared_path("data", "fer2013"), split=split, **options).samples
+    faces = load_dataset("folder", shared_path("data", "fer2013"), split=split, **options)
+    copies = set(find_duplicates(faces)["path"])
+    table = faces.samples[~faces.samples["path"].isin(copies)]
     rng = np.random.default_rng(seed)
     picked, _ = train_test_split(table, train_size=n, stratify=table["label"], random_state=seed)
     groups = rng.permutation(len(picked)) // group_size
