@@ -42,6 +42,10 @@ def _dataset_args(p: argparse.ArgumentParser, required: bool = True, crop: bool 
     g.add_argument("--keep-multilabel", action="store_true",
                    help="FePh: keep multi-label faces (one row per label) instead of skipping them")
     g.add_argument("--keep-none", action="store_true", help="FePh: keep the 'none' class")
+    g.add_argument("--signers", action="append", metavar="CORPUS_CSV",
+                   help="FePh: group by signer, not by video, from PHOENIX-2014 corpus files "
+                        "(id|folder|signer|annotation; repeat for train, dev and test), so that no "
+                        "signer is on both sides of a fold")
     g.add_argument("--allow-new-labels", action="store_true",
                    help="manifest: keep labels that are no known class name as classes of their own "
                         "(default: such a label, e.g. a typo, is an error listing the known names)")
@@ -74,8 +78,10 @@ def _load_table(args):
     opts = {}
     if args.dataset == "feph":
         opts = {"keep_multilabel": args.keep_multilabel, "keep_none": args.keep_none}
-    elif args.keep_multilabel or args.keep_none:
-        raise SignferError("--keep-multilabel and --keep-none apply to --dataset feph only")
+        if args.signers:  # recorded only when given: older run folders resume as before
+            opts["signers"] = [str(Path(f).expanduser().resolve()) for f in args.signers]
+    elif args.keep_multilabel or args.keep_none or args.signers:
+        raise SignferError("--keep-multilabel, --keep-none and --signers apply to --dataset feph only")
     if args.allow_new_labels:  # recorded only when given: older run folders resume as before
         if args.dataset != "manifest":
             raise SignferError("--allow-new-labels applies to --dataset manifest only")
@@ -381,7 +387,7 @@ def cmd_pretrain(args) -> int:
     if args.dataset != "folder":
         raise SignferError("pretrain reads a folder dataset with train/ and validation/ splits")
     ignored = [flag for flag, given in (("--split", args.split), ("--keep-multilabel", args.keep_multilabel),
-                                         ("--keep-none", args.keep_none),
+                                         ("--keep-none", args.keep_none), ("--signers", args.signers),
                                          ("--allow-new-labels", args.allow_new_labels),
                                          ("--crop-faces", args.crop_faces)) if given]
     if ignored:

@@ -595,6 +595,21 @@ def _suggest_n_negative(c):
     return Bad(annotate(c, c.tmp / "gone.mp4", command="suggest", extra=["--n", "-3"]), ("--n", "-3"), alone=True)
 
 
+@case("csv")
+def _feph_signers_missing_a_video(c):
+    root = feph(c)
+    corpus = c.tmp / "train.corpus.csv"
+    corpus.write_text("id|folder|signer|annotation\n02May_2011_Monday_heute_default-1|x|Signer01|A\n")
+    return Bad(summary(root, "feph", "--signers", corpus),
+               ("--signers: 2 of the 3 FePh videos are in none of the corpus files",))
+
+
+@case("setting")
+def _signers_for_a_folder_dataset(c):
+    return Bad(summary(c.tmp, "folder", "--signers", c.tmp / "x.csv"), ("--signers apply to --dataset feph only",),
+               alone=True)
+
+
 @case("video")
 def _suggest_min_gap_negative(c):
     return Bad(annotate(c, c.tmp / "gone.mp4", command="suggest", extra=["--min-gap", "-1"]),

@@ -103,6 +103,43 @@ def test_feph_groups_are_phoenix_videos(tmp_path):
     assert counts == {VIDEOS[0]: 2, VIDEOS[1]: 1, VIDEOS[2]: 3, VIDEOS[3]: 3}
 
 
+def write_corpus(path, rows, header="id|folder|signer|annotation"):
+    """A PHOENIX-2014 corpus file: ``|``-separated, one line per video."""
+    path.write_text(header + "\n" + "".join(f"{v}|{v}/1/*.png|{s}|A B C\n" for v, s in rows))
+    return path
+
+
+def test_feph_groups_by_signer_from_phoenix_corpus_files(tmp_path):
+    root = make_feph(tmp_path / "FePh")
+    train = write_corpus(tmp_path / "train.corpus.csv", [(VIDEOS[0], "Signer01"), (VIDEOS[1], "Signer04"),
+                                                        ("unused_video-1", "Signer09")])
+    dev = write_corpus(tmp_path / "dev.corpus.csv", [(VIDEOS[2], "Signer01"), (VIDEOS[3], "Signer05")])
+    table = load_feph(root, signers=[train, dev])
+    assert Counter(table.samples["group"]) == {"Signer01": 2 + 3, "Signer04": 1, "Signer05": 3}
+    by_video = load_feph(root)
+    assert (table.samples["path"] == by_video.samples["path"]).all()  # the same faces, other groups
+    # PHOENIX-2014-T names its columns name ... speaker
+    t_file = tmp_path / "t.corpus.csv"
+    t_file.write_text("name|video|start|end|speaker|orth|translation\n"
+                      + "".join(f"{v}|{v}/*.png|-1|-1|Signer0{i}|A|a\n" for i, v in enumerate(VIDEOS)))
+    assert load_dataset("feph", root, signers=str(t_file)).samples["group"].nunique() == 4
+
+
+def test_feph_signers_must_cover_every_video_and_agree(tmp_path):
+    root = make_feph(tmp_path / "FePh")
+    part = write_corpus(tmp_path / "train.corpus.csv", [(VIDEOS[0], "Signer01")])
+    with pytest.raises(SignferError, match=r"3 of the 4 FePh videos are in none of the corpus files.*dev and test"):
+        load_feph(root, signers=part)
+    other = write_corpus(tmp_path / "dev.corpus.csv", [(VIDEOS[0], "Signer02")])
+    with pytest.raises(SignferError, match=f"dev.corpus.csv:2: video {VIDEOS[0]} is signed by Signer02"):
+        load_feph(root, signers=[part, other])
+    wrong = write_corpus(tmp_path / "wrong.csv", [(VIDEOS[0], "Signer01")], header="id|folder|who|annotation")
+    with pytest.raises(SignferError, match="wrong.csv: a PHOENIX corpus file has"):
+        load_feph(root, signers=wrong)
+    with pytest.raises(SignferError, match="not found"):
+        load_feph(root, signers=tmp_path / "gone.csv")
+
+
 def test_feph_keep_multilabel_gives_one_row_per_label(tmp_path):
     table = load_feph(make_feph(tmp_path), keep_multilabel=True)
     assert by_source(table) == {**DEFAULT_KEPT, **MULTI_KEPT}

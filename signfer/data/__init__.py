@@ -35,7 +35,7 @@ def dataset_options(kind: str) -> tuple[str, ...]:
 
     Example:
         >>> dataset_options("feph")
-        ('keep_multilabel', 'keep_none')
+        ('keep_multilabel', 'keep_none', 'signers')
     """
     adapter = _adapter(kind)
     return tuple(

@@ -122,6 +122,55 @@ def phoenix_video_id(file_name: str) -> str:
     return stem
 
 
+#: Column names of a PHOENIX corpus file: the video id, and who signs it
+#: (PHOENIX-2014 ``id|folder|signer|annotation``; PHOENIX-2014-T ``name|...|speaker|...``).
+CORPUS_ID_COLUMNS = ("id", "name")
+CORPUS_SIGNER_COLUMNS = ("signer", "speaker")
+
+
+def read_signers(corpus_files) -> dict[str, str]:
+    """Video id -> signer, from PHOENIX corpus files (``|``-separated, as released).
+
+    Args:
+        corpus_files: one path or several, e.g. the ``train``, ``dev`` and
+            ``test`` ``.corpus.csv`` files of ``phoenix-2014-multisigner/annotations/manual/``.
+
+    Raises:
+        SignferError: a file that is missing or lacks the columns, or a video
+            listed with two signers.
+    """
+    import pandas as pd
+
+    files = [corpus_files] if isinstance(corpus_files, (str, os.PathLike)) else list(corpus_files)
+    if not files:
+        raise SignferError("signers: no PHOENIX corpus file given")
+    signers: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for file in map(Path, files):
+        try:
+            table = pd.read_csv(file.expanduser(), sep="|", dtype=str, keep_default_na=False)
+        except FileNotFoundError:
+            raise SignferError(f"{file}: PHOENIX corpus file not found (--signers)") from None
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise SignferError(f"{file}: not a readable PHOENIX corpus file ({e})") from None
+        columns = [c.strip().lower() for c in table.columns]
+        id_col = next((c for c in CORPUS_ID_COLUMNS if c in columns), None)
+        signer_col = next((c for c in CORPUS_SIGNER_COLUMNS if c in columns), None)
+        if id_col is None or signer_col is None:
+            raise SignferError(
+                f"{file}: a PHOENIX corpus file has '|'-separated columns {'|'.join(CORPUS_ID_COLUMNS[:1])}, "
+                f"...{CORPUS_SIGNER_COLUMNS[0]} (or name, ...speaker); this one has {'|'.join(table.columns)}")
+        table.columns = columns
+        for line, (video, signer) in enumerate(zip(table[id_col].str.strip(), table[signer_col].str.strip()), 2):
+            if not video or not signer:
+                raise SignferError(f"{file}:{line}: empty {id_col if not video else signer_col}")
+            if signers.get(video, signer) != signer:
+                raise SignferError(f"{file}:{line}: video {video} is signed by {signer} here but by "
+                                   f"{signers[video]} in {where[video]}")
+            signers[video], where[video] = signer, f"{file}:{line}"
+    return signers
+
+
 def _check_flag(value: object, name: str) -> bool:
     # A YAML "false" that arrives as a string would otherwise be truthy.
     if not isinstance(value, bool):
@@ -143,9 +192,10 @@ def _locate(root: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def load_feph(
-    root: str | os.PathLike, *, keep_multilabel: bool = False, keep_none: bool = False
+    root: str | os.PathLike, *, keep_multilabel: bool = False, keep_none: bool = False,
+    signers=None,
 ) -> SampleTable:
-    """Load FePh as a sample table grouped by PHOENIX video.
+    """Load FePh as a sample table grouped by PHOENIX video, or by signer.
 
     The default is the target paper's protocol: single-label rows only, class
     ``none`` (code 7) left out. Rows with an empty label (face not visible) are
@@ -174,11 +224,16 @@ def load_feph(
             the CSV file itself.
         keep_multilabel: keep multi-label rows, one sample per label.
         keep_none: keep class ``none`` (code 7).
+        signers: PHOENIX corpus file(s) (:func:`read_signers`): group by the
+            signer of each frame's video instead, so that no signer is on
+            both sides of a fold (PHOENIX-2014 has 9 signers: a test fold of
+            unseen people, as when annotating a new signer). Every kept
+            frame's video must be in them.
 
     Returns:
         A :class:`SampleTable` named ``FePh``; ``group`` is the PHOENIX video
-        (see :func:`phoenix_video_id`), ``source`` is ``FePh_labels.csv:LINE``
-        with the header as line 1.
+        (see :func:`phoenix_video_id`), or with ``signers`` its signer;
+        ``source`` is ``FePh_labels.csv:LINE`` with the header as line 1.
 
     Raises:
         SignferError: if the CSV is not found (naming where it was looked
@@ -245,5 +300,17 @@ def load_feph(
         group = phoenix_video_id(ident)
         rows.extend((path, label, group, where) for label in kept)
     raise_missing(missing)
+    if signers is not None:
+        rows = _by_signer(rows, read_signers(signers))
     hint = "" if keep_multilabel else "; keep_multilabel=True keeps multi-label rows"
     return build_table(rows, skipped, name="FePh", where=csv_path, hint=hint)
+
+
+def _by_signer(rows: list[tuple], signer_of: dict[str, str]) -> list[tuple]:
+    unknown = sorted({group for _, _, group, _ in rows if group not in signer_of})
+    if unknown:
+        videos = len({group for _, _, group, _ in rows})
+        raise SignferError(
+            f"--signers: {len(unknown)} of the {videos} FePh videos are in none of the corpus files "
+            f"(e.g. {unknown[0]}); pass the corpus files of every PHOENIX-2014 split (train, dev and test)")
+    return [(path, label, signer_of[group], where) for path, label, group, where in rows]
