@@ -436,7 +436,7 @@ def test_manifest_errors_name_file_and_line(tmp_path):
 
 def test_load_dataset_dispatches(tmp_path):
     assert DATASETS == ("feph", "folder", "manifest")
-    assert dataset_options("feph") == ("keep_multilabel", "keep_none")
+    assert dataset_options("feph") == ("keep_multilabel", "keep_none", "signers")
     assert dataset_options("folder") == ("split",)
     assert dataset_options("manifest") == ("allow_new_labels",)
     feph = load_dataset("feph", make_feph(tmp_path / "f"), keep_multilabel=True)
