@@ -238,10 +238,19 @@ def test_feph_missing_image_of_skipped_row_is_fine(tmp_path):
 
 @pytest.mark.parametrize("ident", ["../outside.png", "a/../../outside.png", "/etc/passwd"])
 def test_feph_path_escape_rejected(tmp_path, ident):
-    write_image(tmp_path / "outside.png")
-    root = make_feph(tmp_path / "FePh", [(frame_id(0, 1), "4"), (ident, "4")])
-    with pytest.raises(SignferError, match=r"^FePh_labels.csv:3: .*path"):
+    root = tmp_path / "FePh"
+    write_image(root / "outside.png")  # where ../outside.png from FePh_images/ points: it exists
+    make_feph(root, [(frame_id(0, 1), "4")])
+    (root / "FePh_labels.csv").write_text((root / "FePh_labels.csv").read_text() + f"{ident},4\n")
+    with pytest.raises(SignferError, match=r"^FePh_labels.csv:3: .*(leaves the dataset folder|absolute)"):
         load_feph(root)
+
+
+def test_path_inside_refuses_a_sibling_folder_that_shares_the_prefix(tmp_path):
+    from signfer.data.manifest import path_inside
+
+    with pytest.raises(SignferError, match="leaves the dataset folder"):
+        path_inside(tmp_path / "FePh_images", "../FePh_images2/a.png", "x.csv:2")
 
 
 def test_feph_empty_result_names_the_file(tmp_path):

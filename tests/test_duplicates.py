@@ -296,3 +296,19 @@ def test_fer2013_list_entries_are_what_they_say(shared):
     distance = np.bitwise_count(a.phash ^ other).sum(1)
     assert (distance == near["distance"].astype(int).to_numpy()).all()
     assert (distance <= NEAR_DISTANCE).all()
+
+
+def test_within_one_table_near_and_mirrored_copies_are_found_too(faces):
+    found = _by_name(find_duplicates(load_dataset("folder", faces, split="all")))
+    assert set(found) == {"PublicTest_exact", "PublicTest_relabelled", "PublicTest_near",
+                          "PublicTest_mirror", "PublicTest_new7_again"}
+    assert found["PublicTest_near"][:2] == ("Training_3", "near")
+    assert found["PublicTest_mirror"][:2] == ("Training_4", "exact, mirrored")
+
+
+def test_max_distance_is_inclusive(faces):
+    val = load_dataset("folder", faces, split="validation")
+    train = load_dataset("folder", faces, split="train")
+    d = _by_name(find_duplicates(val, against=train))["PublicTest_near"][2]
+    assert "PublicTest_near" in _by_name(find_duplicates(val, against=train, max_distance=int(d)))
+    assert "PublicTest_near" not in _by_name(find_duplicates(val, against=train, max_distance=int(d) - 1))

@@ -307,3 +307,8 @@ def test_cli_from_elan_says_how_many_crops_each_video_gave(annotated, tmp_path, 
                  "--per-segment", "1"]) == 0
     n = len(pd.read_csv(out_csv))
     assert capsys.readouterr().out.strip() == f"manifest: {out_csv} ({n} face crops: signer1 {n})"
+
+
+def test_short_segment_between_equal_neighbours_goes_to_the_earlier_one():
+    segs = segments([0.0, 1.0, 2.0, 3.0, 4.0], ["a", "a", "b", "c", "c"], min_duration=1.5)
+    assert [s[:3] for s in segs] == [(0.0, 3.0, "a"), (3.0, 5.0, "c")]

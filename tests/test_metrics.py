@@ -232,3 +232,11 @@ def test_paired_tests_corrected_p_uses_fold_sizes_and_exceeds_the_plain_one():
     assert row["test_train_ratio"] == pytest.approx(1 / 3)
     t = d.mean() / np.sqrt((1 / 5 + 1 / 3) * d.var(ddof=1))
     assert row["corrected_t_p"] == pytest.approx(_t4_two_sided_p(t), rel=1e-9)
+
+
+def test_plain_t_test_is_the_paired_one():
+    import scipy.stats
+
+    b = [x + g for x, g in zip(A, GAIN)]
+    row = paired_tests(_two_configs(A, b), overall=False).iloc[0]
+    assert row["ttest_p"] == pytest.approx(scipy.stats.ttest_rel(A, b).pvalue, rel=1e-12)

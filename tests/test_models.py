@@ -311,3 +311,25 @@ def test_copied_checkpoint_is_found_by_path(tiny_fer, tmp_path):
     x = x_batch()
     with torch.inference_mode():
         torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+class _Marker:
+    """Unpickling it runs ``os.mkdir(path)``: code in a file that claims to hold weights."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def test_imagenet_weights_with_code_in_them_are_refused_without_running_it(tmp_path, monkeypatch):
+    from signfer.models import registry
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": _Marker(marker)}, evil)
+    monkeypatch.setattr(registry, "imagenet_weights_path", lambda spec: evil)
+    with pytest.raises(pickle.UnpicklingError):
+        registry.create_model("mobilenetv2", 3, "imagenet")
+    assert not marker.exists()

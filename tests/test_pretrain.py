@@ -266,3 +266,18 @@ def test_cli_pretrain_passes_exclude_and_select_on_into_the_config(fer_like, tmp
     assert "report_accuracy" in meta.extra
     main(["models", str(out / "mobilenetv2-fer")])
     assert f"report half accuracy: {meta.extra['report_accuracy']}" in capsys.readouterr().out
+
+
+def test_a_training_state_with_code_in_it_is_refused_without_running_it(fer_like, tmp_path):
+    import os
+
+    class Marker:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "pwned"),))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"epoch": Marker()}, run / STATE)
+    with pytest.raises(SignferError, match="damaged"):
+        pretrain(fer_like, run, cfg(1))
+    assert not (tmp_path / "pwned").exists()

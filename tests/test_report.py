@@ -171,6 +171,19 @@ def test_an_atomic_rewrite_keeps_the_files_permissions(tmp_path):
     assert private.read_text() == "new" and private.stat().st_mode & 0o777 == 0o600
 
 
+def test_an_atomic_write_killed_midway_keeps_the_old_file_and_leaves_nothing_else(tmp_path):
+    from signfer.io import atomic_path
+
+    target = tmp_path / "results.csv"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
 def test_plot_confusion_handles_empty_row_and_odd_names(tmp_path):
     path = plot_confusion([[3, 1], [0, 0]], ["a", "b"], "t", tmp_path / "sub" / "c.png")
     assert path.read_bytes()[:8] == PNG_SIGNATURE

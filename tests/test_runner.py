@@ -557,3 +557,49 @@ def test_paper_grid_starts_each_arch_from_its_fer_model_when_one_ships(monkeypat
     assert len(by_arch["efficientnet_lite0"]) == 6
     assert {r.init for r in by_arch["efficientnet_lite0"]} == {"imagenet"}
     assert all(r.techniques for r in by_arch["efficientnet_lite0"])
+
+
+def test_each_fold_normalises_and_chooses_its_epoch_on_its_training_side_only(table, tmp_path, monkeypatch):
+    preps, fits = [], []
+    real_fit, real_prep = runner.fit, runner.choose_preprocess
+
+    def spy_prep(techniques, init, cfg, meta, images, train_idx):
+        preps.append(np.sort(np.asarray(train_idx)))
+        return real_prep(techniques, init, cfg, meta, images, train_idx)
+
+    def spy_fit(model, images, y, train_idx, val_idx, **kw):
+        fits.append((np.asarray(train_idx).copy(), np.asarray(val_idx).copy()))
+        return real_fit(model, images, y, train_idx, val_idx, **kw)
+
+    monkeypatch.setattr(runner, "choose_preprocess", spy_prep)
+    monkeypatch.setattr(runner, "fit", spy_fit)
+    # a random init with ip: the statistics come from each fold's training side
+    spec = RunSpec("HEAD+IP", "mobilenetv2", "random", ("head", "ip"), TRAIN)
+    out = tmp_path / "out"
+    run_grid(table, Grid((spec,), folds=K, seed=0, input_size=SIZE, train=TRAIN), out, log=Log())
+    folds = pd.read_csv(out / "folds.csv")["fold"].to_numpy()
+    assert len(preps) == len(fits) == K
+    for f in range(K):
+        train_side = np.flatnonzero(folds != f)
+        np.testing.assert_array_equal(preps[f], train_side)
+        tr, va = fits[f]
+        assert len(va) and not set(tr) & set(va)
+        assert set(tr) | set(va) == set(train_side)  # the test fold never trains or chooses
+
+
+def test_kill_while_writing_a_fold_leaves_it_not_done(table, tiny_fer, tmp_path, monkeypatch):
+    grid = make_grid(tiny_fer, zero_shot_only=True)
+    out = tmp_path / "out"
+    real = runner.write_json
+
+    def dies(path, obj):
+        if Path(path).name == "history.json":
+            raise KeyboardInterrupt
+        return real(path, obj)
+
+    monkeypatch.setattr(runner, "write_json", dies)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(table, grid, out, log=Log())
+    assert not (fold_dir(out, grid.runs[0], 0) / "metrics.json").exists()  # not marked done
+    monkeypatch.setattr(runner, "write_json", real)
+    assert run_grid(table, grid, out, log=Log())["fold"].tolist() == [0, 1, 2]

@@ -330,14 +330,18 @@ def test_patience_counts_from_the_stage_own_best_after_a_dip(data, monkeypatch):
     assert same(result.model.state_dict(), snapshots[3])
 
 
-def test_real_early_stopping_history_agrees_with_best_epoch(data):
+@pytest.mark.parametrize("head_epochs", [1, 0])
+def test_real_early_stopping_history_agrees_with_best_epoch(data, head_epochs):
     images, y, tr, va = data
-    cfg = TrainConfig(head_epochs=1, epochs=2, batch_size=16, patience=5)
-    result = fit(new_model(), images, y, tr[:24], va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
+    # without a warm-up (head_epochs 0) the start is a random head, whose validation loss stage 2
+    # lowers epoch after epoch (1 thread, as every test runs): both branches below run
+    cfg = TrainConfig(head_epochs=head_epochs, epochs=3, batch_size=16, patience=5, lr=3e-3)
+    result = fit(new_model(), images, y, tr, va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
     stage2 = [h for h in result.history if h["stage"] == "all"]
-    assert len(stage2) == 2
+    assert len(stage2) == 3
     final = evaluate(result.model, images[va], torch.as_tensor(y[va]), PreprocessSpec(), nn.CrossEntropyLoss())
     assert final["accuracy"] == result.best_val_accuracy
+    assert result.best_epoch > 0 or head_epochs == 1
     if result.best_epoch:
         best = stage2[result.best_epoch - 1]
         assert best["val_accuracy"] == result.best_val_accuracy
@@ -551,3 +555,45 @@ def test_the_state_is_saved_at_most_every_state_every_s(data, tmp_path, monkeypa
     fit(new_model(), images, y, tr, va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0,
         state_path=tmp_path / "s.pt", state_every_s=0)
     assert saves == [1, 2, 3]
+
+
+# --- what each part of a fit reads ------------------------------------------------
+
+def test_choose_preprocess_statistics_come_from_the_training_side_only():
+    from signfer.training.train import choose_preprocess
+
+    images = torch.zeros(10, 4, 4, 3, dtype=torch.uint8)
+    images[5:] = 255  # the held-out half is white: any leak moves the mean
+    _, meta = build_model("mobilenetv2", CLASSES, "random", SIZE)
+    prep, source = choose_preprocess(("ft", "ip"), "random", TrainConfig(), meta, images, np.arange(5))
+    assert source == "train" and prep.mean == (0.0, 0.0, 0.0)
+
+
+def test_fit_scores_every_epoch_on_the_validation_part_only(data, monkeypatch):
+    images, y, tr, va = data
+    sizes = []
+    real = fit_module.evaluate
+
+    def spy(model, x, labels, *a, **k):
+        sizes.append(len(x))
+        assert torch.equal(labels, torch.as_tensor(y[va]))
+        return real(model, x, labels, *a, **k)
+
+    monkeypatch.setattr(fit_module, "evaluate", spy)
+    cfg = TrainConfig(head_epochs=1, epochs=2, batch_size=16, patience=5)
+    fit(new_model(), images, y, tr[:16], va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
+    assert sizes == [len(va)] * 3  # before stage 2, then after each of its 2 epochs
+
+
+def test_balanced_order_of_both_stages_sees_the_training_labels_only(data, monkeypatch):
+    images, y, tr, va = data
+    calls = []
+
+    def spy(labels, generator):
+        calls.append(np.asarray(labels).copy())
+        return balanced_order(labels, generator)
+
+    monkeypatch.setattr(fit_module, "balanced_order", spy)
+    cfg = TrainConfig(head_epochs=1, epochs=1, batch_size=16)
+    fit(new_model(), images, y, tr, va, techniques=("ft", "ws"), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
+    assert len(calls) == 2 and all(np.array_equal(c, y[tr]) for c in calls)

@@ -545,3 +545,11 @@ def test_rank_uncertain_keeps_its_choices_min_gap_apart():
     assert 4 <= len(rank_uncertain(table, 50, min_gap_s=5.0)) <= 8
     with pytest.raises(ValueError, match="min_gap_s"):
         rank_uncertain(table, 3, min_gap_s=float("nan"))
+
+
+def test_rank_uncertain_min_gap_by_hand():
+    # entropy falls with time; the no-face frame at 2.0 s is never chosen
+    p = [[0.5, 0.5], [0.6, 0.4], [0.7, 0.3], [0.8, 0.2], [np.nan, np.nan]]
+    t = pd.DataFrame(p, columns=["prob_a", "prob_b"]).assign(time_s=[0.0, 0.4, 0.5, 0.8, 2.0])
+    # 0.0 first; 0.4 too close; 0.5 exactly min_gap away (allowed); 0.8 too close to 0.5
+    assert rank_uncertain(t, 10, min_gap_s=0.5)["time_s"].tolist() == [0.0, 0.5]
