@@ -387,3 +387,38 @@ def test_the_model_fingerprint_tells_models_apart(ckpt, biased_ckpt):
     assert model_fingerprint(a_tight) != model_fingerprint(a)
     fused = FusedClassifier([a, b])
     assert model_fingerprint(fused) not in (model_fingerprint(a), model_fingerprint(b))
+
+
+def test_an_eaf_corrected_in_elan_is_kept_not_overwritten(ckpt, biased_ckpt, face_video, tmp_path, capsys):
+    out = tmp_path / "ann"
+    annotate_cli(capsys, [face_video], out, ckpt)
+    eaf = out / "face_clip.eaf"
+    # a run with another model rewrites signfer's own file in place: nothing is kept aside
+    annotate_cli(capsys, [face_video], out, biased_ckpt)
+    assert list(out.glob("*.edited-*.eaf")) == []
+    corrected = eaf.read_text().replace(f">{FAVOURED}<", ">anger<")  # stands for a correction in ELAN
+    assert corrected != eaf.read_text()
+    eaf.write_text(corrected)
+    printed = annotate_cli(capsys, [face_video], out, ckpt)  # another model: annotated again
+    kept = list(out.glob("face_clip.edited-*.eaf"))
+    assert len(kept) == 1 and kept[0].read_text() == corrected
+    assert f"kept as {kept[0].name}" in printed
+    assert eaf.read_text() != corrected  # the new annotation
+    # the same again keeps nothing more: the new .eaf is signfer's own
+    annotate_cli(capsys, [face_video], out, ckpt, "--redo")
+    assert len(list(out.glob("face_clip.edited-*.eaf"))) == 1
+
+
+def test_the_library_path_keeps_an_edited_eaf_too(ckpt, face_video, tmp_path):
+    from signfer.inference.annotate import annotate_video
+    from signfer.inference.classifier import load_classifier
+    from signfer.faces import create_detector
+
+    clf, det = load_classifier(str(ckpt), backend="torch"), create_detector("yunet")
+    out = tmp_path / "ann"
+    annotate_video(face_video, out, clf, det)
+    annotate_video(face_video, out, clf, det)  # its own file: replaced
+    assert list(out.glob("*.edited-*.eaf")) == []
+    (out / "face_clip.eaf").write_text((out / "face_clip.eaf").read_text() + "\n")
+    result = annotate_video(face_video, out, clf, det)
+    assert result.kept_eaf is not None and result.kept_eaf.is_file()

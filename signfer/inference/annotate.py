@@ -72,7 +72,7 @@ from signfer.faces.track import TRACK_SIZE, detect_near
 from signfer.inference.schema import PROB_PREFIX, class_names, prob_columns
 from signfer.inference import resume
 from signfer.inference.classifier import stack_crops
-from signfer.inference.resume import forget, is_done, model_fingerprint, run_record
+from signfer.inference.resume import forget, is_done, keep_edited_eaf, model_fingerprint, note_eaf, run_record
 from signfer.inference.smoothing import smooth_probs
 from signfer.io import atomic_path
 from signfer.video import Frame, Span, end_s, frame_count_hint, iter_frames, iter_span, probe, split_frames
@@ -138,6 +138,8 @@ class AnnotateResult:
     table: pd.DataFrame
     outputs: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    #: where an ``.eaf`` that was edited since signfer wrote it was moved, if one was
+    kept_eaf: Path | None = None
 
     @property
     def n_frames(self) -> int:
@@ -164,9 +166,11 @@ class AnnotateResult:
         'clip.mp4: 250 frames, face in 97%, 4.1 s (61 frames/s) -> clip.frames.csv, ...'
         """
         speed = f" ({self.frames_per_s:.0f} frames/s)" if self.seconds > 0 else ""
+        kept = (f"; the {self.kept_eaf.name.split('.edited-')[0]}.eaf there was edited since signfer wrote it, "
+                f"kept as {self.kept_eaf.name}" if self.kept_eaf else "")
         return (
             f"{self.video.name}: {self.n_frames} frames, face in {self.detection_rate:.0%}, "
-            f"{self.seconds:.1f} s{speed} -> {', '.join(p.name for p in self.outputs.values())}"
+            f"{self.seconds:.1f} s{speed} -> {', '.join(p.name for p in self.outputs.values())}{kept}"
         )
 
 
@@ -546,6 +550,7 @@ def write_outputs(path: str | Path, out_dir: str | Path, table: pd.DataFrame, *,
     path, out_dir = Path(path), Path(out_dir)
     table = add_smoothed(table, smooth)
     out_dir.mkdir(parents=True, exist_ok=True)
+    kept = keep_edited_eaf(path, out_dir)  # an .eaf corrected in ELAN is never overwritten
     forget(path, out_dir)  # an earlier run's record no longer describes these files
     planned = output_paths(path, out_dir, overlay=overlay, write_parquet=write_parquet)
     outputs = {"csv": write_table(table, planned["csv"])}
@@ -553,7 +558,8 @@ def write_outputs(path: str | Path, out_dir: str | Path, table: pd.DataFrame, *,
         outputs["parquet"] = write_table(table, planned["parquet"])
     outputs["eaf"] = write_eaf(table, path, planned["eaf"], min_duration=min_duration,
                                label_column="label_smoothed", model=model, end=end_s(path))
-    result = AnnotateResult(path, table, outputs)
+    note_eaf(path, out_dir)  # so that only an .eaf edited from now on is kept aside next time
+    result = AnnotateResult(path, table, outputs, kept_eaf=kept)
     outputs["timeline"] = write_timeline(
         table, planned["timeline"],
         title=f"{path.name}: face in {result.detection_rate:.0%} of {len(table)} frames",
@@ -704,8 +710,7 @@ def _not_done(paths: list[Path], todo: list[int], out_dir: Path, classifier, det
         if records[i] is not None and not redo and is_done(paths[i], out_dir, records[i], outputs):
             skipped.append(paths[i])
             continue
-        forget(paths[i], out_dir)  # its files are about to be rewritten
-        left.append(i)
+        left.append(i)  # write_outputs keeps an edited .eaf and drops the old record
     return left, records, skipped
 
 

@@ -14,6 +14,11 @@ A later run skips a video whose record matches and whose files are all
 there; anything else (another model, ``--every``, an edited video, a missing
 file) is annotated again. Without a record, nothing is skipped.
 
+The record also holds the SHA-256 of the ``.eaf`` written. An ``.eaf`` about
+to be written again that is not that file (corrected in ELAN, or written
+before records existed) is never overwritten: :func:`keep_edited_eaf` moves it
+aside to ``<stem>.edited-<UTC time>.eaf`` first.
+
 Example:
     >>> record = run_record(Path("clip.mp4"), classifier, detector, {"every": 2})  # doctest: +SKIP
     >>> is_done(Path("clip.mp4"), Path("ann"), record, ["ann/clip.eaf"])  # doctest: +SKIP
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,6 +41,8 @@ from signfer.io import read_json, write_json
 
 #: The record's file name after the video's stem.
 DONE_SUFFIX = ".done.json"
+#: The record's key for the SHA-256 of the ``.eaf`` that signfer wrote.
+EAF_HASH = "eaf_sha256"
 #: The options of :func:`~signfer.inference.annotate.annotate_video` that change its files.
 RECORDED_OPTIONS = ("every", "fps", "detect_every", "detect_size", "track", "smooth", "min_duration", "overlay",
                     "batch_size")
@@ -81,19 +89,61 @@ def run_record(video: Path, classifier, detector, options: dict, fingerprint: st
     }
 
 
+def _earlier(video: Path, out_dir: Path) -> dict:
+    try:
+        earlier = read_json(done_path(video, out_dir))
+    except (OSError, ValueError):  # none, or a damaged one
+        return {}
+    return earlier if isinstance(earlier, dict) else {}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def is_done(video: Path, out_dir: Path, record: dict, outputs: Iterable[str | Path]) -> bool:
     """Whether ``video``'s files in ``out_dir`` are all there and were made as ``record`` says."""
-    path = done_path(video, out_dir)
-    try:
-        earlier = read_json(path)
-    except (OSError, ValueError):  # none, or a damaged one: annotate again
-        return False
+    earlier = _earlier(video, out_dir)
+    earlier.pop(EAF_HASH, None)
     return earlier == record and all(Path(p).is_file() for p in outputs)
 
 
 def mark_done(video: Path, out_dir: Path, record: dict) -> None:
-    """Write ``video``'s record (atomically), after its files."""
-    write_json(done_path(video, out_dir), record)
+    """Write ``video``'s record (atomically), after its files, with the hash of its ``.eaf``."""
+    eaf = Path(out_dir) / f"{Path(video).stem}.eaf"
+    write_json(done_path(video, out_dir), {**record, **({EAF_HASH: file_sha256(eaf)} if eaf.is_file() else {})})
+
+
+def note_eaf(video: Path, out_dir: Path) -> None:
+    """Record, right after writing it, which ``.eaf`` signfer wrote for ``video``
+    (a record that marks nothing done yet: :func:`mark_done` completes it)."""
+    eaf = Path(out_dir) / f"{Path(video).stem}.eaf"
+    write_json(done_path(video, out_dir), {EAF_HASH: file_sha256(eaf)})
+
+
+def keep_edited_eaf(video: Path, out_dir: Path) -> Path | None:
+    """Before ``video``'s ``.eaf`` in ``out_dir`` is written again: move it aside unless it is
+    the file signfer last wrote there; return where it went (``None``: nothing to keep).
+
+    The copy kept is ``<stem>.edited-<UTC time>.eaf`` in the same folder, so its
+    link to the video still works in ELAN.
+    """
+    out_dir = Path(out_dir)
+    eaf = out_dir / f"{Path(video).stem}.eaf"
+    if not eaf.is_file() or _earlier(video, out_dir).get(EAF_HASH) == file_sha256(eaf):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    kept = out_dir / f"{eaf.stem}.edited-{stamp}.eaf"
+    n = 1
+    while kept.exists():
+        n += 1
+        kept = out_dir / f"{eaf.stem}.edited-{stamp}-{n}.eaf"
+    os.replace(eaf, kept)
+    return kept
 
 
 def forget(video: Path, out_dir: Path) -> None:
