@@ -99,11 +99,14 @@ def cross_validate(
     from signfer.config import RunSpec, from_dict, parse_techniques, technique_label
     from signfer.experiments.grid import IMAGENET_INPUT_SIZE, Grid, default_init
     from signfer.experiments.runner import run_grid
+    from signfer.models.checkpoint import check_input_size
 
     if not isinstance(train, TrainConfig):
         train = from_dict(TrainConfig, train, "train")
     t = parse_techniques(techniques)
     spec = RunSpec(name or technique_label(t), arch, init or default_init(arch), t, train)
+    if t:  # zero-shot has no input size of its own to take
+        check_input_size(input_size, [spec.init])
     grid = Grid((spec,), folds=folds, seed=seed, train=train,
                 input_size=IMAGENET_INPUT_SIZE if input_size is None else input_size)
     return run_grid(table, grid, out, crop_faces=crop_faces, crop=crop, dataset=dataset,

@@ -323,6 +323,9 @@ def cmd_grid(args) -> int:
                                "a grid file lists its own archs")
         settings["archs"] = tuple(args.archs.split(","))
     grid = named_grid(args.grid, **settings)
+    from signfer.models.checkpoint import check_input_size
+
+    check_input_size(args.input_size, [spec.init for spec in grid.runs if spec.techniques])
     with _executor(args) as executor:
         results = runner.run_grid(table, grid, args.out, crop_faces=_crop(args),
                                   crop=crop, dataset=ds, keep_models=args.keep_models, command=_command_line(),

@@ -733,3 +733,12 @@ def test_techniques_help_names_every_technique(command, capsys):
     out = "".join(capsys.readouterr().out.split())
     listed = out.split("anyof", 1)[1].split(";", 1)[0].split(",")
     assert listed == list(TECHNIQUES)
+
+
+def test_an_input_size_that_a_checkpoint_start_would_ignore_is_refused(feph_small, tiny_fer, tmp_path, capsys):
+    # tiny_fer is a 32 px model: 48 would be ignored, yet recorded in config.yaml
+    for command in (["cv", "--folds", "2"], ["train"]):
+        rc, _, err = cli(capsys, *command, "--dataset", "feph", "--root", feph_small, "--init", tiny_fer,
+                         "--input-size", "48", "--out", tmp_path / command[0])
+        one_error(rc, err, "--input-size 48: applies to --init imagenet or random only", "32 px")
+    assert not (tmp_path / "cv").exists()

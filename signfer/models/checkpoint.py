@@ -282,6 +282,20 @@ def check_init(arch: str, init: str) -> None:
         raise SignferError(f"checkpoint {init!r} is a {meta.arch}, not a {arch}")
 
 
+def check_input_size(input_size: int | None, inits) -> None:
+    """Refuse an input size given for starts that all bring another one of their own
+    (checkpoints): it would be ignored, yet recorded as the run's."""
+    inits = list(dict.fromkeys(inits))
+    if input_size is None or any(i in ("random", "imagenet") for i in inits):
+        return
+    own = {i: load_meta(i).input_size for i in inits}
+    if set(own.values()) == {input_size}:
+        return
+    sizes = ", ".join(f"{i} {n} px" for i, n in own.items())
+    raise SignferError(f"--input-size {input_size}: applies to --init imagenet or random only; the start "
+                       f"brings its own input size ({sizes}), so leave --input-size out")
+
+
 def build_model(arch: str | None, classes: list[str], init: str, input_size: int = 64) -> tuple[nn.Module, ModelMeta]:
     """A model for ``classes``, initialised from ``init``, with its preprocessing metadata.
 

@@ -46,6 +46,7 @@ from signfer.models.checkpoint import (
     IMAGENET_INPUT_SIZE,
     ModelMeta,
     build_model,
+    check_input_size,
     checkpoint_files,
     load_meta,
     provenance,
@@ -231,13 +232,17 @@ def finetune(
     if init is None and not (epochs_from and preset_name is None):
         init = preset_init(preset_name or "accurate", arch)
     started = time.perf_counter()
+    if init is not None:  # with --epochs-from alone, checked below once the run's init is known
+        check_input_size(input_size, [init])
     if arch is None:  # the init checkpoint's
         arch = load_meta(init).arch
     # the run folder first: a wrong one should fail before any work is done
     if epochs_from:
         check_same_dataset(epochs_from, table)
     chosen = epochs_from_run(epochs_from, arch=arch, init=init, techniques=t, cfg=cfg) if epochs_from else None
-    init = init or chosen["init"]
+    if init is None:
+        init = chosen["init"]
+        check_input_size(input_size, [init])
     if cfg is None:
         cfg = from_dict(TrainConfig, chosen["train"], f"{epochs_from}: train")
     if chosen and chosen["epochs"] == 0 and ("head" in t or cfg.head_epochs == 0):
