@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -37,15 +38,26 @@ def settings() -> dict:
     return dict(_settings)
 
 
+#: Narrower terminals get lines, not a bar (tqdm draws nothing at width 0, as
+#: under ``script`` or ``docker exec -t`` before a size is set).
+MIN_BAR_COLUMNS = 20
+
+
 def bars_enabled(file=None) -> bool:
-    """Whether a bar is drawn: not ``--quiet`` and ``file`` (default stderr) is a terminal."""
+    """Whether a bar is drawn: not ``--quiet``, and ``file`` (default stderr) is a
+    terminal at least :data:`MIN_BAR_COLUMNS` wide."""
     if _settings["quiet"]:
         return False
     file = sys.stderr if file is None else file
     try:
-        return bool(file.isatty())
+        if not file.isatty():
+            return False
     except (AttributeError, ValueError):  # closed or not a real stream
         return False
+    try:
+        return os.get_terminal_size(file.fileno()).columns >= MIN_BAR_COLUMNS
+    except (AttributeError, ValueError, OSError):  # a terminal whose size cannot be read: try a bar
+        return True
 
 
 def details_enabled() -> bool:

@@ -8,6 +8,7 @@ would pass for nothing).
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -78,6 +79,19 @@ def test_on_a_terminal_a_bar_stands_in_for_the_per_epoch_lines_unless_verbose(mo
     assert not progress.bars_enabled() and not progress.details_enabled()
     progress.configure(quiet=True, verbose=True)
     assert progress.details_enabled()  # -v asks for the lines, even with --quiet
+
+
+def test_a_terminal_without_a_width_gets_lines_not_an_invisible_bar(monkeypatch):
+    class SizelessTerminal(Terminal):  # as under `script`, or `docker exec -t` before a size is set
+        def fileno(self) -> int:
+            return 2
+
+    monkeypatch.setattr(progress.os, "get_terminal_size", lambda fd: os.terminal_size((0, 0)))
+    assert not progress.bars_enabled(SizelessTerminal())
+    monkeypatch.setattr(sys, "stderr", SizelessTerminal())
+    assert progress.details_enabled()  # the per-epoch lines are printed instead
+    monkeypatch.setattr(progress.os, "get_terminal_size", lambda fd: os.terminal_size((80, 24)))
+    assert progress.bars_enabled(SizelessTerminal())
 
 
 def test_echo_does_not_break_an_open_bar(monkeypatch):
