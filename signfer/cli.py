@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from signfer import __version__
-from signfer.errors import EXIT_BAD_INPUT, SignferError
+from signfer.errors import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, SignferError
 from signfer.experiments.executors import RAY_INSTALL
 
 
@@ -186,8 +186,10 @@ def _video_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", default=None,
                    help="see `signfer detectors` (default: the one the model's training faces were cut or "
                         "framed with, as `signfer models MODEL` shows; yunet unless it records another)")
-    p.add_argument("--every", type=int, help="keep every N-th frame")
-    p.add_argument("--fps", type=float, help="keep frames at most F per second")
+    kept = p.add_mutually_exclusive_group()
+    kept.add_argument("--every", type=int, metavar="N", help="keep every N-th frame (default: every frame)")
+    kept.add_argument("--fps", type=float, metavar="F",
+                      help="keep frames at most F per second (default: every frame)")
     p.add_argument("--detect-every", type=int, default=None, metavar="N",
                    help="search the whole of every N-th kept frame for the face and follow it in between "
                         "(see --track; default 10; 1: search every kept frame whole)")
@@ -632,7 +634,8 @@ def cmd_detectors(args) -> int:
     from signfer.faces import DEFAULT_DETECTOR, DETECTORS
 
     for name, spec in DETECTORS.items():
-        print(f"{name}{' (default)' if name == DEFAULT_DETECTOR else ''}: {spec}")
+        print(f"{name}{' (default)' if name == DEFAULT_DETECTOR else ''}\n  licence: {spec.licence}\n"
+              f"  install: {spec.install}")
     return 0
 
 
@@ -685,8 +688,8 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--tier", required=True, help="the tier whose annotations are expression labels")
     s.add_argument("--out", required=True, help="manifest CSV to write")
     s.add_argument("--detector", help="finds the faces to crop (see `signfer detectors`; default: yunet)")
-    s.add_argument("--size", type=int, default=None, help="side of the saved face crops")
-    s.add_argument("--per-segment", type=int, default=5, help="frames sampled in each annotation")
+    s.add_argument("--size", type=int, default=None, help="side of the saved face crops (default 112)")
+    s.add_argument("--per-segment", type=int, default=5, help="frames sampled in each annotation (default 5)")
     s.add_argument("--video", help="the video (one EAF) or a folder to find linked videos in")
     s.set_defaults(func=cmd_from_elan)
 
@@ -704,7 +707,7 @@ def get_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("grid", help="a grid of configurations on identical folds")
     _dataset_args(s, crop=True)
     s.add_argument("--grid", default="paper",
-                   help="'paper', 'paper-original' (from HSEmotion's checkpoints at 224 px, see the README), "
+                   help="'paper' (default), 'paper-original' (from HSEmotion's checkpoints at 224 px, see the README), "
                         "'dfki2025' (the best row with each step of the DFKI 2025 face pipeline added) "
                         "or a YAML file")
     s.add_argument("--archs", help="paper grids: comma-separated architectures")
@@ -791,8 +794,10 @@ def get_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("annotate", help="per-frame expressions of videos: CSV, ELAN, timeline")
     _video_args(s)
-    s.add_argument("--smooth", type=int, default=1, help="moving-average window over frames")
-    s.add_argument("--min-duration", type=float, default=0.0, help="shortest ELAN segment, seconds")
+    s.add_argument("--smooth", type=int, default=1,
+                   help="moving-average window over frames (default 1: no smoothing; e.g. 5)")
+    s.add_argument("--min-duration", type=float, default=0.0,
+                   help="shortest ELAN segment in seconds; shorter ones join a neighbour (default 0: none)")
     s.add_argument("--overlay", action="store_true", help="also write an MP4 with box and label")
     s.add_argument("--chunk", type=float, default=None, metavar="SECONDS",
                    help="cut each video into stretches of about SECONDS, one task each (with --ray, a few "
@@ -830,7 +835,8 @@ def get_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_import_hsemotion)
 
     s = sub.add_parser("demo", help="the main job end to end on a generated set (or --data)")
-    s.add_argument("--out", default="demo_out", help="folder for the run, report and model (default: demo_out)")
+    s.add_argument("--out", default="demo_out",
+                   help="folder for the generated data, the cross-validation run and its report (default: demo_out)")
     s.add_argument("--data", help="a FePh folder to use instead of the generated set")
     s.add_argument("--folds", type=int, default=3, help="cross-validation folds (default: 3)")
     s.set_defaults(func=cmd_demo)
@@ -866,6 +872,9 @@ def main(argv: list[str] | None = None) -> int:
         return _die(str(e))
     except KeyboardInterrupt:
         return _die(f"interrupted{RESUME_HINTS.get(args.command, '')}")
+    except BrokenPipeError:  # the reader left (`signfer models | head -1`): nothing to say, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush is quiet
+        return EXIT_BROKEN_PIPE
     except OSError as e:  # a file the checks before the work did not foresee (e.g. a full disk)
         return _die(f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
 

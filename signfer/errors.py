@@ -12,14 +12,19 @@ Exit codes of the ``signfer`` command:
       usage errors that argparse reports. Nothing already written is lost.
       ``annotate`` and ``suggest`` go on past a video they cannot read (one
       error line each) and exit with 2 at the end; the other videos are done.
+141   the reader of the output went away (``signfer models | head -1``), as
+      for a process that SIGPIPE ends; nothing is printed.
 ====  ==========================================================================
 
-Interrupting a run (Ctrl-C) also exits with 2, saying that finished folds are
-kept.
+Interrupting a command (Ctrl-C) also exits with 2, in one line that says what
+was kept (finished folds, the fit in progress, finished videos) and that the
+same command resumes.
 """
 
 #: Exit status for bad input (see the table above).
 EXIT_BAD_INPUT = 2
+#: Exit status when the reader of stdout went away (128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
 
 
 class SignferError(Exception):

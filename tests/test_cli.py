@@ -742,3 +742,23 @@ def test_an_input_size_that_a_checkpoint_start_would_ignore_is_refused(feph_smal
                          "--input-size", "48", "--out", tmp_path / command[0])
         one_error(rc, err, "--input-size 48: applies to --init imagenet or random only", "32 px")
     assert not (tmp_path / "cv").exists()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    import subprocess
+    import sys
+
+    run = subprocess.run(f"{sys.executable} -m signfer models | head -c 5", shell=True, capture_output=True,
+                         text=True, timeout=120)
+    assert len(run.stdout) == 5 and "error" not in run.stderr and "Traceback" not in run.stderr
+
+
+def test_every_and_fps_are_alternatives(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["annotate", "clip.mp4", "--out", "ann", "--every", "2", "--fps", "5"])
+    assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    from signfer.errors import SignferError
+    from signfer.inference.predict import check_video_options
+
+    with pytest.raises(SignferError, match="give one of them"):  # the library says so too
+        check_video_options(every=2, fps=5.0)
