@@ -605,7 +605,8 @@ def cmd_from_elan(args) -> int:
 
     path = manifest_from_elan(args.eaf, tier=args.tier, out_csv=args.out,
                               detector=create_detector(args.detector or DEFAULT_DETECTOR),
-                              size=args.size, per_segment=args.per_segment, video=args.video)
+                              size=args.size, per_segment=args.per_segment, video=args.video,
+                              allow_new_labels=args.allow_new_labels)
     import pandas as pd
 
     per_video = pd.read_csv(path, dtype=str, keep_default_na=False).groupby("group", sort=False).size()
@@ -691,6 +692,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=None, help="side of the saved face crops (default 112)")
     s.add_argument("--per-segment", type=int, default=5, help="frames sampled in each annotation (default 5)")
     s.add_argument("--video", help="the video (one EAF) or a folder to find linked videos in")
+    s.add_argument("--allow-new-labels", action="store_true",
+                   help="keep tier values that are no known class name as classes of their own (default: "
+                        "such a value, a typo or the wrong tier, is an error before any video is read)")
     s.set_defaults(func=cmd_from_elan)
 
     s = sub.add_parser("cv", help="K-fold cross-validation of one configuration")

@@ -264,6 +264,17 @@ def test_a_second_run_replaces_the_crops_of_the_first(annotated, tmp_path):
     assert {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "m_faces").rglob("*.png")} == second
 
 
+def test_a_tier_of_other_values_is_refused_before_any_video_is_read(annotated, tmp_path):
+    _, eaf = annotated  # its confidence tier holds numbers, not labels
+    out_csv = tmp_path / "m.csv"
+    with pytest.raises(SignferError, match=r"tier 'confidence' holds \d+ value\(s\) that are no known expression "
+                                           r"label .*--allow-new-labels"):
+        manifest_from_elan([eaf], tier="confidence", out_csv=out_csv, detector=FakeDetector())
+    assert not out_csv.exists()
+    manifest_from_elan([eaf], tier="confidence", out_csv=out_csv, detector=FakeDetector(), allow_new_labels=True)
+    assert out_csv.is_file()
+
+
 def test_manifest_must_be_named_csv(annotated, tmp_path):
     # The manifest loader reads CSV; a .tsv or .parquet manifest could not be read back.
     _, eaf = annotated

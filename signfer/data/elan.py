@@ -39,7 +39,7 @@ from signfer.export.tables import write_table
 from signfer.faces.base import Detector
 from signfer.faces.crop import crop_face, largest
 from signfer.io import atomic_path, check_out_files, ensure_out_dir
-from signfer.labels import canonical
+from signfer.labels import canonical, is_known
 from signfer.video import Frame, iter_frames
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,7 @@ def manifest_from_elan(
     size: int | None = None,
     per_segment: int = 5,
     video: str | Path | None = None,
+    allow_new_labels: bool = False,
 ) -> Path:
     """Cut face crops from the annotated spans of ELAN files and write a manifest.
 
@@ -172,6 +173,9 @@ def manifest_from_elan(
         per_segment: frames sampled per annotation.
         video: a video file to use instead of the linked one (one ``.eaf``
             only), or a folder in which to look the linked videos up by name.
+        allow_new_labels: keep annotation values that are no known class
+            name or synonym as classes of their own; by default such a value
+            (a typo, or the wrong tier, e.g. ``suggest``) is an error.
 
     Returns:
         ``out_csv`` as a :class:`~pathlib.Path`.
@@ -203,6 +207,8 @@ def manifest_from_elan(
         tiers = list(eaf.get_tier_names())
         if tier not in tiers:
             raise SignferError(f"{eaf_path}: no tier {tier!r}; tiers: {', '.join(tiers) or 'none'}")
+        if not allow_new_labels:
+            _check_labels(eaf_path, eaf, tier)
         sources.append((eaf_path, eaf, linked_video(eaf, eaf_path, video)))
     names = _video_names(video_path for _, _, video_path in sources)
     for name in names.values():
@@ -220,6 +226,18 @@ def manifest_from_elan(
         )
     manifest = pd.DataFrame(rows, columns=["path", "label", "group"]).drop_duplicates()
     return write_table(manifest, out_csv)
+
+
+def _check_labels(eaf_path: Path, eaf: pympi.Elan.Eaf, tier: str) -> None:
+    """Refuse a tier whose values are not expression labels (before any video is decoded)."""
+    values = [str(a[2] or "").strip() for a in eaf.get_annotation_data_for_tier(tier)]
+    unknown = list(dict.fromkeys(v for v in values if v and not is_known(v)))
+    if unknown:
+        shown = ", ".join(repr(v) for v in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise SignferError(
+            f"{eaf_path}: tier {tier!r} holds {len(unknown)} value(s) that are no known expression label "
+            f"({shown}); is it the tier of corrected labels? --allow-new-labels keeps such values as "
+            "classes of their own")
 
 
 def _crops_from_eaf(
