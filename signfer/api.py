@@ -27,12 +27,10 @@ from signfer.data import load_dataset
 from signfer.data.table import SampleTable
 from signfer.errors import SignferError
 from signfer.faces.crop import CropSpec, largest
+from signfer.inference.predict import DETECTED, WHOLE_IMAGE
 from signfer.training.train import finetune
 
 __all__ = ["CropSpec", "Recognizer", "TrainConfig", "cross_validate", "finetune", "load_dataset"]
-
-#: What :meth:`Recognizer.predict` writes in ``face_source``.
-DETECTED, WHOLE_IMAGE = "detected", "whole image"
 
 
 def _log(msg: str) -> None:

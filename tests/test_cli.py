@@ -502,6 +502,7 @@ def test_predict_with_a_trained_checkpoint(trained, feph_small, capsys):
     df = pd.read_csv(io.StringIO(out))
     assert [c for c in df.columns if c.startswith("prob_")] == [
         f"prob_{c}" for c in ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")]
+    assert df["face_source"].tolist() == ["whole image"]  # a face crop, as Recognizer.predict names it
 
 
 def test_predict_fuses_several_models(trained, tiny_fer, feph_small, capsys):

@@ -37,6 +37,9 @@ from signfer.models.checkpoint import builtin_models
 
 log = logging.getLogger(__name__)
 
+#: What ``face_source`` holds: the face was found, or the whole image was classified.
+DETECTED, WHOLE_IMAGE = "detected", "whole image"
+
 
 def default_model() -> str:
     """The built-in model used when none is named: MobileNetV2's when it ships."""
@@ -143,12 +146,14 @@ def _predict_slice(start: int, stop: int, *, classifier, images: np.ndarray) -> 
 
 def predict_images(paths: list[str], model: str | None = None, *, detector: str | None = None,
                    backend: str = "auto") -> pd.DataFrame:
-    """One row per image: ``image``, ``face``, ``prob_<class>`` per label, ``label``, ``confidence``.
+    """One row per image: ``image``, ``face``, ``face_source``, ``prob_<class>`` per
+    label, ``label``, ``confidence``.
 
     Without ``detector`` each image must be a face crop (it is only resized,
-    through the model's crop spec). With one, the largest detected face is cut
-    the way the model's training faces were framed (``classifier.crop``); an
-    image with no face gets ``face`` False, an empty label and NaN
+    through the model's crop spec; ``face_source`` ``"whole image"``). With
+    one, the largest detected face is cut the way the model's training faces
+    were framed (``classifier.crop``; ``"detected"``); an image with no face
+    gets ``face`` False, an empty ``face_source`` and label, and NaN
     probabilities. :class:`signfer.Recognizer` instead falls back to the
     whole image.
     """
@@ -169,7 +174,8 @@ def predict_images(paths: list[str], model: str | None = None, *, detector: str 
     probs = np.full((len(paths), len(clf.labels)), np.nan)
     if crops:
         probs[found] = clf.predict_proba(stack_crops(crops))
-    return _prediction_table({"image": list(paths), "face": found}, probs, clf.labels)
+    source = [WHOLE_IMAGE if det is None else DETECTED if f else "" for f in found]
+    return _prediction_table({"image": list(paths), "face": found, "face_source": source}, probs, clf.labels)
 
 
 def _prediction_table(columns: dict, probs: np.ndarray, labels) -> pd.DataFrame:
