@@ -291,19 +291,20 @@ def cmd_cv(args) -> int:
     parse_techniques(args.techniques)  # a typo fails before the dataset is read
     table, ds = _load_table(args)
     with _executor(args) as executor:
-        results = cross_validate(table, args.out, arch=args.arch, techniques=args.techniques, init=init,
-                                 folds=args.folds, seed=args.seed, input_size=args.input_size, train=train,
-                                 crop=crop, crop_faces=_crop(args), keep_models=args.keep_models,
-                                 redo_damaged=args.redo_damaged,
-                                 name=args.name, dataset=ds, command=_command_line(), executor=executor)
-    return _report(args.out, results)
+        cross_validate(table, args.out, arch=args.arch, techniques=args.techniques, init=init,
+                       folds=args.folds, seed=args.seed, input_size=args.input_size, train=train,
+                       crop=crop, crop_faces=_crop(args), keep_models=args.keep_models,
+                       redo_damaged=args.redo_damaged,
+                       name=args.name, dataset=ds, command=_command_line(), executor=executor)
+    return _report(args.out)
 
 
-def _report(out, results) -> int:
-    from signfer.metrics.report import summary_table, write_report
+def _report(out) -> int:
+    from signfer.metrics.report import load_results, summary_table, write_report
 
     report = write_report(out)
-    print(summary_table(results).to_string())
+    # results.csv also holds the configurations run into this folder before, as the report does
+    print(summary_table(load_results(out)).to_string())
     print(f"\nreport: {report}")
     return 0
 
@@ -329,10 +330,10 @@ def cmd_grid(args) -> int:
 
     check_input_size(args.input_size, [spec.init for spec in grid.runs if spec.techniques])
     with _executor(args) as executor:
-        results = runner.run_grid(table, grid, args.out, crop_faces=_crop(args),
-                                  crop=crop, dataset=ds, keep_models=args.keep_models, command=_command_line(),
-                                  redo_damaged=args.redo_damaged, executor=executor)
-    return _report(args.out, results)
+        runner.run_grid(table, grid, args.out, crop_faces=_crop(args),
+                        crop=crop, dataset=ds, keep_models=args.keep_models, command=_command_line(),
+                        redo_damaged=args.redo_damaged, executor=executor)
+    return _report(args.out)
 
 
 def cmd_train(args) -> int:
