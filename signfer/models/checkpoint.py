@@ -286,7 +286,7 @@ def check_input_size(input_size: int | None, inits) -> None:
     """Refuse an input size given for starts that all bring another one of their own
     (checkpoints): it would be ignored, yet recorded as the run's."""
     inits = list(dict.fromkeys(inits))
-    if input_size is None or any(i in ("random", "imagenet") for i in inits):
+    if input_size is None or not inits or any(i in ("random", "imagenet") for i in inits):
         return
     own = {i: load_meta(i).input_size for i in inits}
     if set(own.values()) == {input_size}:
