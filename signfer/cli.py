@@ -781,8 +781,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="a built-in model or checkpoint")
     _backend_arg(s)
     s.add_argument("--halves", action="store_true",
-                   help="also score the two fixed halves of the faces (by a hash of the file name): the "
-                        "selection half, to choose models on, and the report half, that nothing chose on")
+                   help="also score the two fixed halves of the faces (by a hash of the file name; copies of "
+                        "a face, or a whole group, stay in one half): the selection half, to choose models "
+                        "on, and the report half, that nothing chose on")
     _ray_args(s, "the faces are cut here and classified in chunks, one task each")
     s.set_defaults(func=cmd_evaluate)
 

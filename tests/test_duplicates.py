@@ -312,3 +312,40 @@ def test_max_distance_is_inclusive(faces):
     d = _by_name(find_duplicates(val, against=train))["PublicTest_near"][2]
     assert "PublicTest_near" in _by_name(find_duplicates(val, against=train, max_distance=int(d)))
     assert "PublicTest_near" not in _by_name(find_duplicates(val, against=train, max_distance=int(d) - 1))
+
+
+def _bits_set(n: int) -> np.ndarray:
+    """A 256-bit hash (4 uint64 words) with its first n bits set."""
+    bits = np.zeros(256, bool)
+    bits[:n] = True
+    return np.packbits(bits).view(">u8").astype(np.uint64)
+
+
+def test_copy_clusters_join_chains_of_copies_whatever_the_row_order(monkeypatch):
+    from signfer.data import duplicates
+    from signfer.data.duplicates import ImageHashes, copy_clusters
+
+    # a ~ b (40 bits apart), b ~ c (40 bits), but a and c are 80 bits apart; d is far from all
+    hashes = {"a": _bits_set(0), "b": _bits_set(40), "c": _bits_set(80), "d": ~_bits_set(0)}
+
+    def fake_hash(paths, sources=None):
+        names = [Path(p).stem for p in paths]
+        return ImageHashes(np.array(names, object), np.array([n + "~" for n in names], object),
+                           np.stack([hashes[n] for n in names]), np.stack([hashes[n] for n in names]))
+
+    monkeypatch.setattr(duplicates, "hash_images", fake_hash)
+    for order in (["a", "b", "c", "d"], ["c", "a", "d", "b"], ["d", "c", "b", "a"]):
+        table = SampleTable(pd.DataFrame({"path": [f"/x/{n}.png" for n in order], "label": "happiness",
+                                          "group": [f"/x/{n}.png" for n in order], "source": order}),
+                            groups_are_paths=True)
+        cluster = dict(zip(order, copy_clusters(table)))
+        assert cluster["a"] == cluster["b"] == cluster["c"] != cluster["d"]
+        which = dict(zip(order, halves_of(table)))
+        assert which["a"] == which["b"] == which["c"] == half_of("a.png")  # the first name of the cluster
+
+
+def test_halves_do_not_depend_on_the_row_order(faces):
+    table = load_dataset("folder", faces, split="all")
+    before = dict(zip(table.samples["path"], halves_of(table)))
+    table.samples = table.samples.iloc[::-1].reset_index(drop=True)
+    assert dict(zip(table.samples["path"], halves_of(table))) == before

@@ -240,6 +240,47 @@ def find_duplicates(table: SampleTable, against: SampleTable | None = None, *,
     }, columns=list(COLUMNS))
 
 
+def copy_clusters(table: SampleTable, *, max_distance: int = NEAR_DISTANCE, mirror: bool = True,
+                  chunk: int = 256) -> np.ndarray:
+    """A cluster number for each row of ``table``: faces that are copies of one another, directly
+    or through other copies, share one.
+
+    Unlike :func:`find_duplicates`, which gives each face its one best match,
+    every pair counts: exact copies (mirrored too) and every pair of hashes
+    within ``max_distance`` bits. So the clusters do not depend on the order of
+    the rows. Rows of one file (a face under several labels) are one cluster.
+
+    >>> copy_clusters(table)  # doctest: +SKIP
+    array([0, 1, 0, 2])
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    s = table.samples
+    n = len(s)
+    h = hash_images(s["path"], s["source"])
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    first: dict[str, int] = {}
+    for i, key in enumerate(h.exact):
+        first.setdefault(key, i)
+    keys = [h.exact] + ([h.exact_mirror] if mirror else [])
+    links = [(i, first[k[i]]) for k in keys for i in range(n) if k[i] in first and first[k[i]] != i]
+    if links:
+        rows.append(np.array([a for a, _ in links]))
+        cols.append(np.array([b for _, b in links]))
+    for start in range(0, n, chunk):
+        d = hamming(h.phash[start:start + chunk], h.phash)
+        if mirror:
+            d = np.minimum(d, hamming(h.phash[start:start + chunk], h.phash_mirror))
+        r, c = np.nonzero(d <= max_distance)
+        rows.append(r + start)
+        cols.append(c)
+    r, c = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (rows, cols))
+    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
 def _split_of(path: str) -> str | None:
     """The split folder above the class folder (``.../validation/happy/x.jpg``), if any."""
     from signfer.data.folder import SPLIT_FOLDERS

@@ -8,9 +8,11 @@ are the same on every machine, whatever folder holds the data. What is hashed
 keeps related faces together (:func:`halves_of`):
 
 * with groups (a video, a subject), the group: no subject is in both halves;
-* without, the file name of the first of its copies: faces that repeat one
-  another (:func:`~signfer.data.duplicates.find_duplicates`, exact or near,
-  mirrored too) are one cluster, and a cluster is never split.
+* without, the first file name (in sort order) of its cluster of copies:
+  faces that repeat one another, directly or through other copies
+  (:func:`~signfer.data.duplicates.copy_clusters`: exact or near, mirrored
+  too), are one cluster, and a cluster is never split. The clusters, and so
+  the halves, do not depend on the order of the rows.
 
 A face keeps its half when other faces are added or dropped, unless that
 changes its cluster's first name; so compute the halves on the very faces you
@@ -28,7 +30,6 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from scipy.cluster.hierarchy import DisjointSet
 
 from signfer.data.table import SampleTable
 
@@ -45,22 +46,21 @@ def half_of(key: str) -> str:
 def halves_of(table: SampleTable) -> np.ndarray:
     """The half of each row of ``table``, by group, or by cluster of copies (see the module).
 
-    Without groups, every face is hashed and compared with the others
-    (:func:`~signfer.data.duplicates.find_duplicates`), a few seconds for
+    Without groups, every face is hashed and compared with every other
+    (:func:`~signfer.data.duplicates.copy_clusters`), a few seconds for
     FER2013's 3,589 validation faces.
     """
     s = table.samples
     if table.has_groups and not table.groups_are_paths:
         return np.array([half_of(f"group {g}") for g in s["group"].astype(str)], dtype=object)
-    from signfer.data.duplicates import find_duplicates
+    from signfer.data.duplicates import copy_clusters
 
-    paths = s["path"].astype(str).tolist()
-    clusters = DisjointSet(paths)
-    dups = find_duplicates(table)
-    for a, b in zip(dups["path"].astype(str), dups["match_path"].astype(str)):
-        clusters.merge(a, b)
-    first = {p: min(clusters.subset(p), key=lambda q: (Path(q).name, q)) for p in dict.fromkeys(paths)}
-    return np.array([half_of(first[p]) for p in paths], dtype=object)
+    cluster = copy_clusters(table)
+    names = [(Path(p).name, str(p)) for p in s["path"]]
+    first: dict[int, tuple[str, str]] = {}
+    for c, name in zip(cluster, names):
+        first[c] = min(first.get(c, name), name)
+    return np.array([half_of(first[c][0]) for c in cluster], dtype=object)
 
 
 def split_halves(table: SampleTable) -> tuple[SampleTable, SampleTable]:
