@@ -485,10 +485,10 @@ def _model_details(meta) -> list[str]:
                  "validation accuracy: none (trained on every face, for the epochs "
                  + ("cross-validation chose)" if meta.extra.get("cv") else "set)"))
     if "report_accuracy" in meta.extra:
-        seen = meta.extra.get("report_chosen_on_by")
+        seen = meta.extra.get("report_may_be_seen_by")
         lines.append(f"report half accuracy: {meta.extra['report_accuracy']} ({meta.extra.get('report_faces')} "
                      + (f"faces that chose nothing for this model, but not clean: models it starts or learns "
-                        f"from chose their epoch on them: {'; '.join(seen)})" if seen else
+                        f"from may have seen them: {'; '.join(seen)})" if seen else
                         "faces that chose nothing)"))
     cv = meta.extra.get("cv")
     if cv:
