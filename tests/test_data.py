@@ -125,6 +125,15 @@ def test_feph_groups_by_signer_from_phoenix_corpus_files(tmp_path):
     assert load_dataset("feph", root, signers=str(t_file)).samples["group"].nunique() == 4
 
 
+def test_feph_signers_survive_bars_in_the_text_a_bom_and_windows_lines(tmp_path):
+    root = make_feph(tmp_path / "FePh")
+    corpus = tmp_path / "train.corpus.csv"
+    lines = ["id|folder|signer|annotation"] + [f"{v}|{v}/1/*.png|Signer0{i % 2}|A | B|C" for i, v in enumerate(VIDEOS)]
+    corpus.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
+    table = load_feph(root, signers=corpus)
+    assert set(table.samples["group"]) == {"Signer00", "Signer01"}
+
+
 def test_feph_signers_must_cover_every_video_and_agree(tmp_path):
     root = make_feph(tmp_path / "FePh")
     part = write_corpus(tmp_path / "train.corpus.csv", [(VIDEOS[0], "Signer01")])

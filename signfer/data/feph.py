@@ -131,16 +131,18 @@ CORPUS_SIGNER_COLUMNS = ("signer", "speaker")
 def read_signers(corpus_files) -> dict[str, str]:
     """Video id -> signer, from PHOENIX corpus files (``|``-separated, as released).
 
+    Each line is split at its first ``|`` signs only as far as the header has
+    columns, so a ``|`` in the gloss or translation text at the end of a line
+    cannot shift the id or the signer.
+
     Args:
         corpus_files: one path or several, e.g. the ``train``, ``dev`` and
             ``test`` ``.corpus.csv`` files of ``phoenix-2014-multisigner/annotations/manual/``.
 
     Raises:
-        SignferError: a file that is missing or lacks the columns, or a video
-            listed with two signers.
+        SignferError: a file that is missing or lacks the columns, a line
+            without an id or signer, or a video listed with two signers.
     """
-    import pandas as pd
-
     files = [corpus_files] if isinstance(corpus_files, (str, os.PathLike)) else list(corpus_files)
     if not files:
         raise SignferError("signers: no PHOENIX corpus file given")
@@ -148,26 +150,32 @@ def read_signers(corpus_files) -> dict[str, str]:
     where: dict[str, str] = {}
     for file in map(Path, files):
         try:
-            table = pd.read_csv(file.expanduser(), sep="|", dtype=str, keep_default_na=False)
+            lines = file.expanduser().read_text(encoding="utf-8-sig").splitlines()
         except FileNotFoundError:
             raise SignferError(f"{file}: PHOENIX corpus file not found (--signers)") from None
-        except (OSError, ValueError, UnicodeDecodeError) as e:
+        except (OSError, UnicodeDecodeError) as e:
             raise SignferError(f"{file}: not a readable PHOENIX corpus file ({e})") from None
-        columns = [c.strip().lower() for c in table.columns]
-        id_col = next((c for c in CORPUS_ID_COLUMNS if c in columns), None)
-        signer_col = next((c for c in CORPUS_SIGNER_COLUMNS if c in columns), None)
+        header = [c.strip().lower() for c in lines[0].split("|")] if lines else []
+        id_col = next((header.index(c) for c in CORPUS_ID_COLUMNS if c in header), None)
+        signer_col = next((header.index(c) for c in CORPUS_SIGNER_COLUMNS if c in header), None)
         if id_col is None or signer_col is None:
             raise SignferError(
-                f"{file}: a PHOENIX corpus file has '|'-separated columns {'|'.join(CORPUS_ID_COLUMNS[:1])}, "
-                f"...{CORPUS_SIGNER_COLUMNS[0]} (or name, ...speaker); this one has {'|'.join(table.columns)}")
-        table.columns = columns
-        for line, (video, signer) in enumerate(zip(table[id_col].str.strip(), table[signer_col].str.strip()), 2):
+                f"{file}: a PHOENIX corpus file has '|'-separated columns id|folder|signer|annotation "
+                f"(or name|...|speaker|...); this one starts {lines[0][:80] if lines else 'empty'!r}")
+        last = max(id_col, signer_col)
+        for line_no, line in enumerate(lines[1:], 2):
+            if not line.strip():
+                continue
+            fields = line.split("|", len(header) - 1)
+            if len(fields) <= last:
+                raise SignferError(f"{file}:{line_no}: {len(fields)} field(s), the header has {len(header)}")
+            video, signer = fields[id_col].strip(), fields[signer_col].strip()
             if not video or not signer:
-                raise SignferError(f"{file}:{line}: empty {id_col if not video else signer_col}")
+                raise SignferError(f"{file}:{line_no}: empty {header[id_col] if not video else header[signer_col]}")
             if signers.get(video, signer) != signer:
-                raise SignferError(f"{file}:{line}: video {video} is signed by {signer} here but by "
+                raise SignferError(f"{file}:{line_no}: video {video} is signed by {signer} here but by "
                                    f"{signers[video]} in {where[video]}")
-            signers[video], where[video] = signer, f"{file}:{line}"
+            signers[video], where[video] = signer, f"{file}:{line_no}"
     return signers
 
 

@@ -42,7 +42,7 @@ def check_splittable(table: SampleTable, k: int) -> None:
         if len(few):
             c, n = few.index[0], int(few.iloc[0])
             raise SignferError(
-                f"{table.name}: class {c!r} occurs in only {n} group(s) (videos), fewer than "
+                f"{table.name}: class {c!r} occurs in only {n} group(s) (videos, subjects or signers), fewer than "
                 f"the {k} folds, so some test folds would lack it; {_remedy(n)}"
             )
 
