@@ -288,4 +288,5 @@ def test_a_killed_finetune_resumes_with_the_same_call(feph_small, tiny_fer, tmp_
     from signfer.models.checkpoint import load_meta
 
     assert load_meta(out).labels == list(table.classes)  # read back by the name it was given
+    assert fit_state_path(f"{out}.safetensors") == fit_state_path(out)  # one checkpoint, one state
     assert default_out(stem) == tmp_path / "feph-v1.5.onnx"

@@ -62,8 +62,10 @@ def _log(msg: str) -> None:
 
 
 def fit_state_path(out: str | Path) -> Path:
-    """Where ``finetune(..., out)`` keeps its unfinished fit, so that the same command resumes it."""
-    return Path(f"{out}.fit_state.pt")
+    """Where ``finetune(..., out)`` keeps its unfinished fit, so that the same command resumes it
+    (``out`` named with or without ``.safetensors``/``.json``: the same file)."""
+    weights, _ = checkpoint_files(out)
+    return weights.with_name(weights.name[: -len(".safetensors")] + ".fit_state.pt")
 
 
 def equalize_mode(techniques: tuple[str, ...]) -> str | None:
