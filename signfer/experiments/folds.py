@@ -131,7 +131,10 @@ def first_other_sample(saved: pd.DataFrame, samples: pd.DataFrame) -> str | None
 def _below_common_folder(paths: list[str]) -> list[str]:
     import os
 
-    top = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ""
+    try:
+        top = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ""
+    except ValueError:  # absolute and relative paths mixed, or two drives: compare them whole
+        return list(paths)
     return [os.path.relpath(p, top) if top else p for p in paths]
 
 
