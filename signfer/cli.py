@@ -861,6 +861,19 @@ RESUME_HINTS = {
 }
 
 
+def _terminate_as_interrupt() -> None:
+    """Let SIGTERM (``kill``, a batch system's time limit, ``docker stop``) end a command as
+    Ctrl-C does: temporary files removed, one line saying what was kept."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     if args.threads is not None and args.threads < 1:
@@ -872,6 +885,7 @@ def main(argv: list[str] | None = None) -> int:
     from signfer import progress
 
     progress.configure(quiet=args.quiet, verbose=args.verbose)
+    _terminate_as_interrupt()
     try:
         return args.func(args)
     except SignferError as e:

@@ -763,3 +763,20 @@ def test_every_and_fps_are_alternatives(capsys):
 
     with pytest.raises(SignferError, match="give one of them"):  # the library says so too
         check_video_options(every=2, fps=5.0)
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_does():
+    import os
+    import signal
+
+    from signfer.cli import _terminate_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        _terminate_as_interrupt()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
+            for _ in range(1000):
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, before)

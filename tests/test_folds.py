@@ -274,11 +274,24 @@ def test_inner_split_says_when_a_small_side_makes_the_validation_part_larger():
     t = table_of(["happiness", "neutral"] * 6, ["a"] * 4 + ["b"] * 4 + ["c"] * 4)
     notes: list[str] = []
     tr, va = inner_split(t, np.arange(12), 0.15, seed=0, log=notes.append)
-    assert len(notes) == 1 and "1/3 of it" in notes[0] and f"({len(va)} samples)" in notes[0]
-    assert "3 groups" in notes[0]
+    assert len(notes) == 1 and f"({len(va)} of 12 samples, 3 groups)" in notes[0]
+    assert f"is {len(va) / 12:.0%} of the training side" in notes[0]
 
 
 def test_inner_split_is_quiet_when_the_side_is_large_enough(table):
     notes: list[str] = []
     inner_split(table, np.arange(len(table.samples)), 0.3, seed=0, log=notes.append)
     assert notes == []
+
+
+def test_inner_split_notes_a_part_far_above_val_fraction_and_not_one_near_it():
+    # 4 videos at 0.15: one video, a quarter of the side, validates
+    notes: list[str] = []
+    t = table_of(["happiness", "neutral", "sadness"] * 8, [f"v{i // 6}" for i in range(24)])
+    _, va = inner_split(t, np.arange(24), 0.15, seed=0, log=notes.append)
+    assert len(va) == 6 and len(notes) == 1 and "is 25% of the training side" in notes[0]
+    # 7 videos of 3 at 0.15: one video, 1/7 = 14%, is what was asked: no note
+    t = table_of(["happiness", "neutral", "sadness"] * 7, [f"v{i // 3}" for i in range(21)])
+    notes.clear()
+    _, va = inner_split(t, np.arange(21), 0.15, seed=0, log=notes.append)
+    assert notes == [] and len(va) == 3

@@ -422,3 +422,14 @@ def test_the_library_path_keeps_an_edited_eaf_too(ckpt, face_video, tmp_path):
     (out / "face_clip.eaf").write_text((out / "face_clip.eaf").read_text() + "\n")
     result = annotate_video(face_video, out, clf, det)
     assert result.kept_eaf is not None and result.kept_eaf.is_file()
+
+
+def test_outputs_of_earlier_settings_that_this_run_does_not_write_are_removed(ckpt, face_video, tmp_path, capsys):
+    out = tmp_path / "ann"
+    annotate_cli(capsys, [face_video], out, ckpt, "--overlay")
+    assert (out / "face_clip.overlay.mp4").is_file()
+    annotate_cli(capsys, [face_video], out, ckpt, "--smooth", "3")
+    # a stale overlay (or a parquet written without pyarrow now) would not match the new table
+    assert not (out / "face_clip.overlay.mp4").exists()
+    record = json.loads((out / "face_clip.done.json").read_text())
+    assert record["backend"] == "torch" and record["options"]["smooth"] == 3

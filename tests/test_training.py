@@ -536,6 +536,17 @@ def test_a_saved_state_of_another_fit_is_not_resumed(data, tmp_path):
     assert any("another fit's" in line for line in lines) and not any("resumed" in line for line in lines)
     fresh = fit(new_model(), images, y, tr, seed=2, **kw)
     assert same(other.model.state_dict(), fresh.model.state_dict())
+    # a state of this fit in another layout (another signfer version) is noted and not used
+    state.unlink()  # (fit leaves it to its caller to remove)
+    with pytest.raises(Killed):
+        fit(new_model(), images, y, tr, seed=2, **kw, state_path=state, state_every_s=0, log=kill_after("epoch 2"))
+    saved = torch.load(state, weights_only=True)
+    del saved["stage_best"]
+    torch.save(saved, state)
+    lines.clear()
+    again = fit(new_model(), images, y, tr, seed=2, **kw, state_path=state, state_every_s=0, log=lines.append)
+    assert any("another signfer version" in line for line in lines)
+    assert same(again.model.state_dict(), fresh.model.state_dict())
     # and a damaged file is noted and replaced, not a traceback
     state.write_bytes(b"not a torch file")
     lines.clear()

@@ -223,9 +223,10 @@ def inner_split(
         else:
             splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
             tr, va = next(splitter.split(x, y))
-    if n_splits < wanted and log is not None:
+    share = len(va) / len(train_idx)
+    if share > 1.5 * val_fraction and log is not None:
         units = "groups" if table.has_groups else "samples"
-        log(f"note: the training side is small ({len(train_idx)} samples, {n_units} {units}), so the "
-            f"validation part that chooses the epoch is 1/{n_splits} of it ({len(va)} samples), not "
-            f"val_fraction {val_fraction:g}: fewer samples are left to train on")
+        log(f"note: the validation part that chooses the epoch is {share:.0%} of the training side "
+            f"({len(va)} of {len(train_idx)} samples, {n_units} {units}), not val_fraction {val_fraction:g}: "
+            f"too few {units} for smaller parts, so fewer samples are left to train on")
     return train_idx[tr], train_idx[va]

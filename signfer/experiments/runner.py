@@ -352,8 +352,9 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
     arch, fold) is one task declaring ``resources``, the images and the
     fold-independent backbone features are made here once and shared through
     the object store, and each result is written here as it arrives, so the
-    run folder is the same as a local run's (timings aside) and a killed
-    driver resumes as a local run does.
+    run folder is the same as a local run's (timings aside, and the last digits
+    where a task uses another number of threads than the local run) and a
+    killed driver resumes as a local run does.
     """
     out = Path(out)
     # what can be refused without the folder, before it is made
@@ -403,6 +404,7 @@ def run_grid(table: SampleTable, grid: Grid, out: str | Path, *, crop_faces: str
             model_missing = keep_models and spec.techniques and not (d / "model.json").exists()
             if (d / "metrics.json").exists() and not model_missing:  # and not damaged: see above
                 _check_same_spec(d / "metrics.json", spec)
+                (d / FIT_STATE).unlink(missing_ok=True)  # left by a kill just after the fold was done
                 log(f"[{number}/{total}] {spec.name} {spec.arch} fold {fold}: done before, skipped")
                 continue
             jobs.append((spec, fold))

@@ -166,8 +166,8 @@ class AnnotateResult:
         'clip.mp4: 250 frames, face in 97%, 4.1 s (61 frames/s) -> clip.frames.csv, ...'
         """
         speed = f" ({self.frames_per_s:.0f} frames/s)" if self.seconds > 0 else ""
-        kept = (f"; the {self.kept_eaf.name.split('.edited-')[0]}.eaf there was edited since signfer wrote it, "
-                f"kept as {self.kept_eaf.name}" if self.kept_eaf else "")
+        kept = (f"; the {self.kept_eaf.name.split('.edited-')[0]}.eaf there was not the one signfer last wrote "
+                f"(edited, or its record is gone), kept as {self.kept_eaf.name}" if self.kept_eaf else "")
         return (
             f"{self.video.name}: {self.n_frames} frames, face in {self.detection_rate:.0%}, "
             f"{self.seconds:.1f} s{speed} -> {', '.join(p.name for p in self.outputs.values())}{kept}"
@@ -551,8 +551,11 @@ def write_outputs(path: str | Path, out_dir: str | Path, table: pd.DataFrame, *,
     table = add_smoothed(table, smooth)
     out_dir.mkdir(parents=True, exist_ok=True)
     kept = keep_edited_eaf(path, out_dir)  # an .eaf corrected in ELAN is never overwritten
-    forget(path, out_dir)  # an earlier run's record no longer describes these files
+    forget(path, out_dir)  # an earlier run's record no longer describes these files (its .eaf hash stays)
     planned = output_paths(path, out_dir, overlay=overlay, write_parquet=write_parquet)
+    for kind, old in output_paths(path, out_dir, overlay=True, write_parquet=True).items():
+        if kind not in planned:  # e.g. a .parquet or overlay of earlier settings: it would not match
+            old.unlink(missing_ok=True)
     outputs = {"csv": write_table(table, planned["csv"])}
     if "parquet" in planned:
         outputs["parquet"] = write_table(table, planned["parquet"])

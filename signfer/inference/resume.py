@@ -84,6 +84,8 @@ def run_record(video: Path, classifier, detector, options: dict, fingerprint: st
         "model": getattr(classifier, "name", ""),
         "model_fingerprint": fingerprint or model_fingerprint(classifier),
         "detector": getattr(detector, "name", type(detector).__name__),
+        # ONNX Runtime and PyTorch differ in the last digits: a switch annotates again, always
+        "backend": getattr(classifier, "backend", ""),
         "options": {k: options.get(k) for k in RECORDED_OPTIONS},
         "signfer_version": __version__,
     }
@@ -147,6 +149,12 @@ def keep_edited_eaf(video: Path, out_dir: Path) -> Path | None:
 
 
 def forget(video: Path, out_dir: Path) -> None:
-    """Remove ``video``'s record before its files are written again, so that a kill
-    in the middle leaves no record of half-written files."""
-    done_path(video, out_dir).unlink(missing_ok=True)
+    """Before ``video``'s files are written again: keep of its record only the hash of
+    the ``.eaf`` there (signfer's own, once :func:`keep_edited_eaf` has run), so
+    that a kill in the middle leaves no record that marks half-written files done."""
+    path = done_path(video, out_dir)
+    eaf_hash = _earlier(video, out_dir).get(EAF_HASH)
+    if eaf_hash:
+        write_json(path, {EAF_HASH: eaf_hash})
+    else:
+        path.unlink(missing_ok=True)

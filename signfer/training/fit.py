@@ -43,6 +43,11 @@ from signfer.training.preprocess import random_affine
 
 #: Seconds between two saves of a fit's state (a kill loses at most this much training).
 STATE_EVERY_S = 30.0
+#: The layout of a saved state: a state of another layout is not resumed.
+STATE_FORMAT = 1
+STATE_FIELDS = frozenset({"key", "format", "epoch", "model", "optimizer", "scheduler", "generator", "torch_rng",
+                          "best_model", "best", "stage_best", "stale", "history", "best_epoch", "train_images",
+                          "train_seconds", "seconds"})
 
 #: A cache of per-image tensors (backbone features, zero-shot logits) that only
 #: depend on the initial weights and the preprocessing, shared across folds.
@@ -151,6 +156,9 @@ def _load_state(path: Path, key: str, log: Callable[[str], None]) -> dict | None
         return None
     if not isinstance(state, dict) or state.get("key") != key:
         log(f"    {path}: the saved state is another fit's (other data, settings or start); this fit starts over")
+        return None
+    if state.get("format") != STATE_FORMAT or not STATE_FIELDS <= set(state):
+        log(f"    {path}: a saved state of another signfer version; this fit starts over")
         return None
     return state
 
@@ -334,7 +342,8 @@ def _all_layers(model: nn.Module, images: torch.Tensor, y_t: torch.Tensor, y: np
         if time.perf_counter() - last_save < (STATE_EVERY_S if every_s is None else every_s):
             return
         _save_state(path, {
-            "key": key, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "key": key, "format": STATE_FORMAT, "epoch": epoch, "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "best_model": best_state, "best": list(best), "stage_best": list(stage_best), "stale": stale,
             "history": result.history, "best_epoch": result.best_epoch, "train_images": result.train_images,
