@@ -79,7 +79,7 @@ def _load_table(args):
     if args.dataset == "feph":
         opts = {"keep_multilabel": args.keep_multilabel, "keep_none": args.keep_none}
         if args.signers:  # recorded only when given: older run folders resume as before
-            opts["signers"] = [str(Path(f).expanduser().resolve()) for f in args.signers]
+            opts["signers"] = sorted({str(Path(f).expanduser().resolve()) for f in args.signers})  # order-free
     elif args.keep_multilabel or args.keep_none or args.signers:
         raise SignferError("--keep-multilabel, --keep-none and --signers apply to --dataset feph only")
     if args.allow_new_labels:  # recorded only when given: older run folders resume as before
