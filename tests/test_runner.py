@@ -353,7 +353,6 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"input_size": 48}, "input_size was 32, now 48"),
     ({"crop_faces": "yunet"}, "crop_faces was None, now 'yunet'"),
     ({"dataset": {"name": "FePh", "keep_none": True}}, "dataset.keep_none was not recorded, now True"),
 ])
@@ -367,6 +366,20 @@ def test_resume_with_other_settings_is_refused_and_keeps_config_yaml(zero_shot_r
     text = str(refused.value)
     assert f"{out / 'config.yaml'}: {message}" in text and "new --out" in text and "\n" not in text
     assert (out / "config.yaml").read_bytes() == before
+
+
+def test_the_input_size_matters_to_a_resume_only_where_a_fit_starts_from_imagenet_or_random(
+        zero_shot_run, table, tmp_path, monkeypatch):
+    out = copy_of(zero_shot_run[0], tmp_path)
+    # checkpoint starts bring their own size: another recorded input_size is no other setting
+    monkeypatch.setattr(runner, "run_fold", lambda *a, **k: pytest.fail("the folds are done"))
+    run_grid(table, dataclasses.replace(zero_shot_run[1], input_size=48), out, log=Log())
+    # a configuration from random weights added: now the size is this run's, and it differs
+    out = copy_of(zero_shot_run[0], tmp_path / "again")
+    random_head = RunSpec("HEAD", "mobilenetv2", "random", ("head",), TRAIN)
+    grid = dataclasses.replace(zero_shot_run[1], runs=(*zero_shot_run[1].runs, random_head), input_size=48)
+    with pytest.raises(SignferError, match="input_size was 32, now 48"):
+        run_grid(table, grid, out, log=Log())
 
 
 @pytest.mark.parametrize("grouping", ["none", "one per frame"])

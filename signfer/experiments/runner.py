@@ -500,7 +500,12 @@ def _check_resume(out: Path, settings: dict) -> dict:
 
     # run folders made before a setting was recorded ran with its default
     recorded_later = {"crop": _result_crop(None)}
+    # the input size matters only to fits from ImageNet or random weights (a checkpoint brings its own)
+    runs = [r for r in [*(old.get("runs") or []), *(new.get("runs") or [])] if isinstance(r, dict)]
+    sized = any(r.get("init") in ("imagenet", "random") and r.get("techniques") for r in runs)
     for key in RESUME_KEYS:
+        if key == "input_size" and not sized:
+            continue
         was, now, name = old.get(key, recorded_later.get(key, missing)), new.get(key), key
         if isinstance(was, dict) and isinstance(now, dict):
             option = next((k for k in sorted(was.keys() | now.keys(), key=str)
