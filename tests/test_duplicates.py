@@ -235,7 +235,7 @@ def test_copies_of_a_face_are_in_one_half(tmp_path):
 
 
 def test_a_grouped_table_is_halved_by_group():
-    groups = [f"subject{i // 5}" for i in range(200)]
+    groups = [f"S{i // 50:03d}/{i // 5 % 10:03d}" for i in range(200)]  # subject/sequence: the whole name counts
     table = SampleTable(pd.DataFrame({"path": [f"/d/s{i // 5}/f{i}.png" for i in range(200)],
                                       "label": ["happiness", "neutral"] * 100, "group": groups,
                                       "source": [f"f{i}.png" for i in range(200)]}))
@@ -243,6 +243,9 @@ def test_a_grouped_table_is_halved_by_group():
     per_group = pd.Series(which).groupby(pd.Series(groups)).nunique()
     assert (per_group == 1).all()  # no subject in both halves
     assert set(which) == set(HALVES)
+    # sequences with the same number in other subjects do not all fall in one half
+    by_sequence = pd.Series(which).groupby(pd.Series([g.split("/")[1] for g in groups])).nunique()
+    assert (by_sequence > 1).any()
 
 
 def test_split_halves_and_evaluate_halves(faces, tiny_fer, capsys):

@@ -218,14 +218,18 @@ def test_a_report_half_that_a_teacher_chose_on_is_recorded_as_not_clean(fer_like
 
 
 def test_models_not_chosen_on_a_selection_half_are_found_at_any_depth():
+    from signfer.data.halves import SCHEME as HALVES_SCHEME
     from signfer.training.pretrain import not_known_clean
 
-    clean = {"name": "s", "training_data": "fer: train/ (9 faces) for training, validation/ selection half "
-                                           "(4 faces) for choosing the epoch"}
+    clean = {"name": "s", "halves": HALVES_SCHEME,
+             "training_data": "fer: train/ (9 faces) for training, validation/ selection half (4 faces) for "
+                              "choosing the epoch"}
+    old_halves = {**clean, "name": "o", "halves": None}  # chosen on halves that split copies of a face
     dirty = {"name": "d", "training_data": "fer: train/ (9 faces) for training, validation/ (8 faces) for "
                                            "choosing the epoch"}
     finetuned = {"name": "ck", "training_data": "validation: 40 samples for training, 8 for choosing the epoch"}
     assert not_known_clean([clean, None]) == []
+    assert not_known_clean([old_halves]) == [f"o ({clean['training_data']})"]
     # a model fine-tuned on other faces (maybe the report half itself) is not known to be clean either
     assert not_known_clean([finetuned]) == [f"ck ({finetuned['training_data']})"]
     nested = {**clean, "init_from": {**clean, "teachers": [{**clean, "init_from": dirty}]}}
@@ -283,3 +287,14 @@ def test_a_training_state_with_code_in_it_is_refused_without_running_it(fer_like
     with pytest.raises(SignferError, match="damaged"):
         pretrain(fer_like, run, cfg(1))
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_student_of_teachers_chosen_on_the_same_halves_keeps_a_clean_report_half(fer_like, tmp_path):
+    fer_like = unique_names(fer_like, tmp_path / "fer")
+    teacher = pretrain(fer_like, tmp_path / "teacher", dataclasses.replace(cfg(1), select_on="selection"))
+    _, meta = load_model(teacher)
+    assert meta.extra["halves"] and "report_may_be_seen_by" not in meta.extra
+    student = pretrain(fer_like, tmp_path / "student",
+                       dataclasses.replace(cfg(1), select_on="selection", teachers=(str(teacher),)))
+    _, meta = load_model(student)
+    assert "report_may_be_seen_by" not in meta.extra

@@ -34,13 +34,19 @@ import numpy as np
 from signfer.data.table import SampleTable
 
 HALVES = ("selection", "report")
+#: How :func:`halves_of` makes the halves, recorded with every model chosen on a
+#: selection half: a model chosen on the halves of another scheme (before copies
+#: were kept together) may have chosen on faces now in the report half.
+SCHEME = "copy-clusters-1"
 
 
-def half_of(key: str) -> str:
-    """``"selection"`` or ``"report"``: the parity of the SHA-256 of ``key``'s file
-    name (of a group name, the name itself)."""
-    digest = hashlib.sha256(Path(str(key)).name.encode("utf-8")).digest()
-    return HALVES[digest[-1] & 1]
+def half_of(path: str) -> str:
+    """``"selection"`` or ``"report"``: the parity of the SHA-256 of the file name of ``path``."""
+    return _parity(Path(str(path)).name)
+
+
+def _parity(text: str) -> str:
+    return HALVES[hashlib.sha256(text.encode("utf-8")).digest()[-1] & 1]
 
 
 def halves_of(table: SampleTable) -> np.ndarray:
@@ -52,7 +58,7 @@ def halves_of(table: SampleTable) -> np.ndarray:
     """
     s = table.samples
     if table.has_groups and not table.groups_are_paths:
-        return np.array([half_of(f"group {g}") for g in s["group"].astype(str)], dtype=object)
+        return np.array([_parity(f"group {g}") for g in s["group"].astype(str)], dtype=object)  # all of it
     from signfer.data.duplicates import copy_clusters
 
     cluster = copy_clusters(table)

@@ -212,7 +212,7 @@ def provenance(init: str) -> dict | None:
     m = load_meta(init)
     return {"name": str(init), "command": m.command, "training_data": m.training_data,
             "val_accuracy": m.val_accuracy,
-            **{k: m.extra[k] for k in ("init_from", "teachers") if k in m.extra}}
+            **{k: m.extra[k] for k in ("init_from", "teachers", "halves") if k in m.extra}}
 
 
 def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelMeta]:

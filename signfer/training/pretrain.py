@@ -33,6 +33,7 @@ from signfer import progress
 from signfer.config import check_settings
 from signfer.data import load_dataset
 from signfer.data.cache import load_images
+from signfer.data.halves import SCHEME as HALVES_SCHEME
 from signfer.errors import SignferError
 from signfer.io import atomic_path, read_json, write_json
 from signfer.models.checkpoint import (
@@ -285,7 +286,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
     held_out = {}
     if report is not None:  # the chosen epoch's score on faces that chose nothing
         held_out = {"report_accuracy": round(float(history[best_epoch - 1]["report_accuracy"]), 4),
-                    "report_faces": len(report.samples)}
+                    "report_faces": len(report.samples), "halves": HALVES_SCHEME}
         if seen_report:
             held_out["report_may_be_seen_by"] = seen_report
     final = ModelMeta(
@@ -317,8 +318,10 @@ def not_known_clean(records: list[dict | None]) -> list[str]:
     a start, its own start, ..., and teachers at any depth) that may have seen
     the report half, each as "NAME (TRAINING DATA)".
 
-    Only a model pre-trained with its epoch chosen on a selection half is known
-    not to have chosen on the report half; any other (one that chose on a whole
+    Only a model pre-trained with its epoch chosen on a selection half of the
+    current halves (:data:`signfer.data.halves.SCHEME`) is known not to have
+    chosen on the report half; any other (one chosen on the halves of an older
+    scheme, which split copies of a face; one that chose on a whole
     ``validation/``, as every built-in model did, one fine-tuned on other
     faces, one imported) may have, so a student that starts or learns from it
     has no clean report-half figure. ImageNet and random starts have no record.
@@ -329,7 +332,7 @@ def not_known_clean(records: list[dict | None]) -> list[str]:
         if not isinstance(record, dict):
             return
         data = str(record.get("training_data", ""))
-        if "selection half" not in data:
+        if "selection half" not in data or record.get("halves") != HALVES_SCHEME:
             found[f"{record.get('name')} ({data or 'no record of its training data'})"] = None
         walk(record.get("init_from"))
         for teacher in record.get("teachers") or []:
