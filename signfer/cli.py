@@ -855,7 +855,7 @@ RESUME_HINTS = {
           "re-run the same command to resume",
     "grid": "; finished folds are saved, and the fit in progress as of its last saved state: "
             "re-run the same command to resume",
-    "train": "; the fit is saved as of its last saved state: re-run the same command to resume",
+    "train": "; the fit's state is saved every 30 s of training: re-run the same command to resume",
     "pretrain": "; the finished epochs are saved: re-run the same command to resume",
     "annotate": "; the finished videos are kept: re-run the same command to go on with the rest",
 }
@@ -891,7 +891,10 @@ def main(argv: list[str] | None = None) -> int:
     except SignferError as e:
         return _die(str(e))
     except KeyboardInterrupt:
-        return _die(f"interrupted{RESUME_HINTS.get(args.command, '')}")
+        hint = RESUME_HINTS.get(args.command, "")
+        if args.command == "annotate" and args.redo:
+            hint = "; the finished videos are kept: re-run without --redo to go on with the rest"
+        return _die(f"interrupted{hint}")
     except BrokenPipeError:  # the reader left (`signfer models | head -1`): nothing to say, no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush is quiet
         return EXIT_BROKEN_PIPE

@@ -333,3 +333,15 @@ def test_imagenet_weights_with_code_in_them_are_refused_without_running_it(tmp_p
     with pytest.raises(pickle.UnpicklingError):
         registry.create_model("mobilenetv2", 3, "imagenet")
     assert not marker.exists()
+
+
+def test_a_dotted_name_saved_by_an_older_signfer_still_loads(tmp_path, capsys):
+    from signfer.models.checkpoint import build_model, load_meta, resolve_checkpoint, save_checkpoint
+
+    model, meta = build_model("mobilenetv2", ["anger", "neutral"], "random", 32)
+    save_checkpoint(model, meta, tmp_path / "feph-v1")  # where an older signfer put `--out feph-v1.5`
+    assert resolve_checkpoint(tmp_path / "feph-v1.5") == tmp_path / "feph-v1"
+    assert load_meta(tmp_path / "feph-v1.5").labels == ["anger", "neutral"]
+    assert capsys.readouterr().err.count("where signfer before 2026-12-03 saved") == 1  # said once
+    save_checkpoint(model, meta, tmp_path / "feph-v1.5")  # once saved by its own name, that one counts
+    assert resolve_checkpoint(tmp_path / "feph-v1.5") == tmp_path / "feph-v1.5"

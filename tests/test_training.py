@@ -608,3 +608,21 @@ def test_balanced_order_of_both_stages_sees_the_training_labels_only(data, monke
     cfg = TrainConfig(head_epochs=1, epochs=1, batch_size=16)
     fit(new_model(), images, y, tr, va, techniques=("ft", "ws"), cfg=cfg, preprocess=PreprocessSpec(), seed=0)
     assert len(calls) == 2 and all(np.array_equal(c, y[tr]) for c in calls)
+
+
+def test_a_state_that_cannot_be_saved_does_not_stop_the_fit(data, tmp_path, monkeypatch):
+    images, y, tr, va = data
+    calls = []
+
+    def refused(path, state):
+        calls.append(state["epoch"])
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(fit_module, "_save_state", refused)
+    cfg = TrainConfig(head_epochs=1, epochs=3, batch_size=8, patience=10)
+    lines: list[str] = []
+    result = fit(new_model(), images, y, tr, va, techniques=("ft",), cfg=cfg, preprocess=PreprocessSpec(), seed=0,
+                 state_path=tmp_path / "s.pt", state_every_s=0, log=lines.append)
+    assert calls == [1]  # tried once, then the fit went on without saving
+    assert len([h for h in result.history if h["stage"] == "all"]) == 3
+    assert sum("cannot save the fit's state" in line for line in lines) == 1

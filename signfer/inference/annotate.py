@@ -682,7 +682,7 @@ def annotate_many(
                     outcome[todo[k]] = _error_line(paths[todo[k]], exc)
                 else:
                     log.info("%s", result.summary())
-                    mark_done(paths[todo[k]], out_dir, records[todo[k]])
+                    _mark_done(paths[todo[k]], out_dir, records[todo[k]])
                     outcome[todo[k]] = result
                 shown.update()
     else:
@@ -717,7 +717,7 @@ def _not_done(paths: list[Path], todo: list[int], out_dir: Path, classifier, det
     return left, records, skipped
 
 
-def mark_done(path: Path, out_dir, record: dict | None) -> None:
+def _mark_done(path: Path, out_dir, record: dict | None) -> None:
     """Record that ``path``'s files are written (:func:`signfer.inference.resume.mark_done`)."""
     if record is not None:
         resume.mark_done(path, Path(out_dir), record)
@@ -779,5 +779,5 @@ def _annotate_chunked(paths: list[Path], todo: list[int], out_dir, executor, sha
                 continue
             written.seconds = sum(s for _, s in done) + time.perf_counter() - started
             log.info("%s", written.summary())
-            mark_done(paths[i], out_dir, records[i])
+            _mark_done(paths[i], out_dir, records[i])
             outcome[i] = written

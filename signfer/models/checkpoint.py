@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -167,6 +168,10 @@ def default_init(arch: str) -> str:
     return name if name in builtin_models() else "imagenet"
 
 
+#: Names already told that an older signfer's file name stands in for them.
+_LEGACY_NOTED: set[Path] = set()
+
+
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     """A built-in model name, ``hsemotion:NAME`` or a checkpoint path -> the checkpoint stem."""
     builtins = builtin_models()
@@ -179,6 +184,14 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     stem = _stem(name_or_path)
     if _file(stem, ".safetensors").exists() and _file(stem, ".json").exists():
         return stem
+    legacy = stem.with_suffix("")  # before 2026-12-03, `feph-v1.5` was saved as feph-v1.safetensors
+    if legacy != stem and all(_file(legacy, ext).exists() for ext in (".safetensors", ".json")):
+        if stem not in _LEGACY_NOTED:
+            _LEGACY_NOTED.add(stem)
+            print(f"note: no checkpoint {stem}.safetensors; using {legacy}.safetensors, where signfer "
+                  f"before 2026-12-03 saved a checkpoint named {stem.name} (rename the two files to "
+                  f"{stem.name}.safetensors and .json to silence this)", file=sys.stderr)
+        return legacy
     raise SignferError(
         f"no signfer checkpoint at {name_or_path!r} (expected NAME.safetensors + NAME.json); "
         f"built-in models: {', '.join(builtins) or 'none'}"

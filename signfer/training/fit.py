@@ -337,10 +337,18 @@ def _all_layers(model: nn.Module, images: torch.Tensor, y_t: torch.Tensor, y: np
         return random_affine(x, cfg.rotate, cfg.scale, generator)  # x itself when both are 0
 
     def save(epoch: int) -> None:
-        nonlocal last_save
+        nonlocal last_save, state
         path, key, every_s = state
         if time.perf_counter() - last_save < (STATE_EVERY_S if every_s is None else every_s):
             return
+        try:
+            _save(path, key, epoch)
+        except OSError as e:  # e.g. a Ray worker on a node that does not see --out: train on without
+            log(f"    cannot save the fit's state to {path} ({e.strerror or e}); this fit goes on without")
+            state = None
+        last_save = time.perf_counter()
+
+    def _save(path: Path, key: str, epoch: int) -> None:
         _save_state(path, {
             "key": key, "format": STATE_FORMAT, "epoch": epoch, "model": model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -348,7 +356,6 @@ def _all_layers(model: nn.Module, images: torch.Tensor, y_t: torch.Tensor, y: np
             "best_model": best_state, "best": list(best), "stage_best": list(stage_best), "stale": stale,
             "history": result.history, "best_epoch": result.best_epoch, "train_images": result.train_images,
             "train_seconds": result.train_seconds, "seconds": time.perf_counter() - start})
-        last_save = time.perf_counter()
 
     for epoch in range(first, (cfg.epochs if epochs is None else epochs) + 1):
         order = balanced_order(y[train_idx], gen) if "ws" in techniques else None

@@ -373,8 +373,12 @@ def _check_same_data(path: Path, root: str | Path, tables: list) -> dict:
         def sizes(record) -> str:
             return ", ".join(f"{name} {r['faces'] if isinstance(r, dict) else '?'}"
                              for name, r in record.items()) if isinstance(record, dict) else "?"
-        raise SignferError(f"{path.parent} holds a run on other faces ({sizes(was)}; now {sizes(now)}); "
-                           "use a new --out, or the --root it started on")
+        same_sizes = sizes(was) == sizes(now)
+        raise SignferError(
+            f"{path.parent} holds a run on other faces ({sizes(was)}; now {sizes(now)}"
+            + ("; as many faces, but other ones: files changed, or the selection/report halves made "
+               "differently, as signfer since 2026-12-03 keeps copies of a face in one half" if same_sizes else "")
+            + "); use a new --out, or the --root it started on")
     return now
 
 
