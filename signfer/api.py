@@ -250,7 +250,10 @@ class Recognizer:
         ``min_duration``, ``overlay``, ``write_parquet`` (see
         :func:`signfer.inference.annotate.annotate_video`). Returns its
         :class:`~signfer.inference.annotate.AnnotateResult` (``.table``,
-        ``.outputs``).
+        ``.outputs``). Unlike the command it always annotates (it skips no
+        video done before), and it writes no record that would let the
+        command skip this one; like the command, it keeps an ``.eaf`` edited
+        since signfer wrote it (``.kept_eaf``).
         """
         from signfer.inference.annotate import annotate_video
         from signfer.inference.predict import check_video_options

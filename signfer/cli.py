@@ -861,17 +861,20 @@ RESUME_HINTS = {
 }
 
 
-def _terminate_as_interrupt() -> None:
+def _terminate_as_interrupt():
     """Let SIGTERM (``kill``, a batch system's time limit, ``docker stop``) end a command as
-    Ctrl-C does: temporary files removed, one line saying what was kept."""
+    Ctrl-C does: temporary files removed, one line saying what was kept. Returns a
+    function that puts the earlier handler back."""
     import signal
     import threading
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    before = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, before)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -885,7 +888,7 @@ def main(argv: list[str] | None = None) -> int:
     from signfer import progress
 
     progress.configure(quiet=args.quiet, verbose=args.verbose)
-    _terminate_as_interrupt()
+    restore = _terminate_as_interrupt()
     try:
         return args.func(args)
     except SignferError as e:
@@ -900,6 +903,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except OSError as e:  # a file the checks before the work did not foresee (e.g. a full disk)
         return _die(f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
+    finally:
+        restore()
 
 
 if __name__ == "__main__":

@@ -761,7 +761,7 @@ def test_every_and_fps_are_alternatives(capsys):
     from signfer.errors import SignferError
     from signfer.inference.predict import check_video_options
 
-    with pytest.raises(SignferError, match="give one of them"):  # the library says so too
+    with pytest.raises(SignferError, match="give one of --every"):  # the library says so too
         check_video_options(every=2, fps=5.0)
 
 
@@ -772,11 +772,12 @@ def test_sigterm_ends_a_command_as_ctrl_c_does():
     from signfer.cli import _terminate_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
+    restore = _terminate_as_interrupt()
     try:
-        _terminate_as_interrupt()
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
             for _ in range(1000):
                 pass
     finally:
-        signal.signal(signal.SIGTERM, before)
+        restore()
+    assert signal.getsignal(signal.SIGTERM) == before  # main() leaves the process as it found it

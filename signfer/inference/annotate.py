@@ -736,6 +736,7 @@ def _annotate_chunked(paths: list[Path], todo: list[int], out_dir, executor, sha
                       options: dict, outcome: dict, records: dict[int, dict | None]) -> None:
     """:func:`annotate_many` with ``chunk_s``: one task per stretch, the files
     of each video written here as soon as all its stretches are in."""
+    options = dict(options)  # the caller's stay as they are
     every, fps = options.pop("every", None), options.pop("fps", None)
     frame_options = {k: options.pop(k) for k in _FRAME_OPTIONS if k in options}
     multiple = math.lcm(int(frame_options.get("detect_every", DEFAULT_DETECT_EVERY)),

@@ -202,8 +202,7 @@ def check_video_options(*, every: int | None = None, fps: float | None = None, d
         raise SignferError(f"--detect-size must be a whole number of pixels >= 32 (0: the whole frame), "
                            f"got {detect_size}")
     if every is not None and fps is not None:
-        raise SignferError(f"--every {every} and --fps {fps:g}: give one of them (both would keep the frames "
-                           "that each keeps, so the stricter one alone decides)")
+        raise SignferError(f"give one of --every ({every}) and --fps ({fps:g}), not both")
     if every is not None and (int(every) != every or every < 1):
         raise SignferError(f"--every must be a whole number >= 1, got {every}")
     if fps is not None and not 0 < fps < math.inf:
