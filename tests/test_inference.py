@@ -428,8 +428,9 @@ def test_outputs_of_earlier_settings_that_this_run_does_not_write_are_removed(ck
     out = tmp_path / "ann"
     annotate_cli(capsys, [face_video], out, ckpt, "--overlay")
     assert (out / "face_clip.overlay.mp4").is_file()
-    annotate_cli(capsys, [face_video], out, ckpt, "--smooth", "3")
+    printed = annotate_cli(capsys, [face_video], out, ckpt, "--smooth", "3")
     # a stale overlay (or a parquet written without pyarrow now) would not match the new table
     assert not (out / "face_clip.overlay.mp4").exists()
+    assert "removed face_clip.overlay.mp4 of earlier settings" in printed
     record = json.loads((out / "face_clip.done.json").read_text())
     assert record["backend"] == "torch" and record["options"]["smooth"] == 3

@@ -140,6 +140,8 @@ class AnnotateResult:
     seconds: float = 0.0
     #: where an ``.eaf`` that was edited since signfer wrote it was moved, if one was
     kept_eaf: Path | None = None
+    #: files of earlier settings that these settings do not write, removed (a stale overlay or parquet)
+    removed: list[Path] = field(default_factory=list)
 
     @property
     def n_frames(self) -> int:
@@ -168,6 +170,8 @@ class AnnotateResult:
         speed = f" ({self.frames_per_s:.0f} frames/s)" if self.seconds > 0 else ""
         kept = (f"; the {self.kept_eaf.name.split('.edited-')[0]}.eaf there was not the one signfer last wrote "
                 f"(edited, or its record is gone), kept as {self.kept_eaf.name}" if self.kept_eaf else "")
+        if self.removed:
+            kept += f"; removed {', '.join(p.name for p in self.removed)} of earlier settings"
         return (
             f"{self.video.name}: {self.n_frames} frames, face in {self.detection_rate:.0%}, "
             f"{self.seconds:.1f} s{speed} -> {', '.join(p.name for p in self.outputs.values())}{kept}"
@@ -553,16 +557,18 @@ def write_outputs(path: str | Path, out_dir: str | Path, table: pd.DataFrame, *,
     kept = keep_edited_eaf(path, out_dir)  # an .eaf corrected in ELAN is never overwritten
     forget(path, out_dir)  # an earlier run's record no longer describes these files (its .eaf hash stays)
     planned = output_paths(path, out_dir, overlay=overlay, write_parquet=write_parquet)
+    removed = []
     for kind, old in output_paths(path, out_dir, overlay=True, write_parquet=True).items():
-        if kind not in planned:  # e.g. a .parquet or overlay of earlier settings: it would not match
-            old.unlink(missing_ok=True)
+        if kind not in planned and old.is_file():  # e.g. a .parquet or overlay of earlier settings
+            old.unlink()
+            removed.append(old)
     outputs = {"csv": write_table(table, planned["csv"])}
     if "parquet" in planned:
         outputs["parquet"] = write_table(table, planned["parquet"])
     outputs["eaf"] = write_eaf(table, path, planned["eaf"], min_duration=min_duration,
                                label_column="label_smoothed", model=model, end=end_s(path))
     note_eaf(path, out_dir)  # so that only an .eaf edited from now on is kept aside next time
-    result = AnnotateResult(path, table, outputs, kept_eaf=kept)
+    result = AnnotateResult(path, table, outputs, kept_eaf=kept, removed=removed)
     outputs["timeline"] = write_timeline(
         table, planned["timeline"],
         title=f"{path.name}: face in {result.detection_rate:.0%} of {len(table)} frames",
