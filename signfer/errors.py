@@ -27,6 +27,16 @@ EXIT_BAD_INPUT = 2
 EXIT_BROKEN_PIPE = 141
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none:
+    what a one-line error says about the cause it reports.
+
+    >>> first_line(ValueError("bad row\\nmore detail")), first_line(KeyError())
+    ('bad row', 'KeyError')
+    """
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 class SignferError(Exception):
     """A problem with the user's input or environment, stated in one line.
 

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from signfer.data.table import SampleTable
-from signfer.errors import SignferError
+from signfer.errors import SignferError, first_line
 from signfer.faces.crop import CropSpec, crop_face
 from signfer.faces.framing import detect_largest
 from signfer.io import atomic_path, cache_dir
@@ -123,7 +123,7 @@ def _read_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 def _reason(e: BaseException) -> str:
     if isinstance(e, OSError) and e.errno == errno.ELOOP:
         return "symbolic link loop"
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return first_line(e)
 
 
 def load_images(

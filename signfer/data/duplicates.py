@@ -54,7 +54,7 @@ from scipy.fft import dctn
 
 from signfer.data.cache import read_rgb
 from signfer.data.table import SampleTable
-from signfer.errors import SignferError
+from signfer.errors import SignferError, first_line
 
 #: Near duplicates: at most this many of the 256 hash bits differ (see the module docstring).
 NEAR_DISTANCE = 64
@@ -353,7 +353,7 @@ def read_list(name_or_path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise SignferError(f"{path}: not a readable CSV: {str(e).splitlines()[0]}") from None
+        raise SignferError(f"{path}: not a readable CSV: {first_line(e)}") from None
     if "file" not in df.columns:
         raise SignferError(f"{path}: lacks the `file` column (has {', '.join(df.columns)})")
     twice = df["file"][df["file"].duplicated()]

@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from signfer.data.table import SampleTable
-from signfer.errors import SignferError
+from signfer.errors import SignferError, first_line
 from signfer.io import atomic_path
 
 FOLDS_FILE = "folds.csv"
@@ -107,7 +107,7 @@ def read_folds(run: str | Path) -> pd.DataFrame:
     try:
         return _read_folds(path)
     except (OSError, ValueError) as e:
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        why = first_line(e)
         raise SignferError(f"{path}: damaged ({why})") from None
 
 
@@ -153,7 +153,7 @@ def load_or_make_folds(table: SampleTable, k: int, seed: int, out: Path, *, redo
         try:
             saved = _read_folds(path)
         except (OSError, ValueError) as e:  # pandas' parse errors are ValueErrors
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            why = first_line(e)
             if not redo_damaged:
                 raise SignferError(f"{path}: damaged ({why}); re-run with --redo-damaged to make the "
                                    "folds again (from the same seed, they come out the same)") from None

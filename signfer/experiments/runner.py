@@ -35,7 +35,7 @@ from signfer.config import RunSpec, TrainConfig, dump_yaml
 from signfer.data.cache import load_images
 from signfer.data.spec import check_align, dataset_crop, equalize
 from signfer.data.table import SampleTable
-from signfer.errors import SignferError
+from signfer.errors import SignferError, first_line
 from signfer.experiments.executors import LocalExecutor, Resources
 from signfer.experiments.folds import check_splittable, inner_split, load_or_make_folds
 from signfer.experiments.grid import Grid
@@ -252,16 +252,12 @@ FOLD_FILES = ("predictions.csv", "history.json", "metrics.json")
 FIT_STATE = "fit_state.pt"
 
 
-def _why(e: BaseException) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
 def read_fold_metrics(path: Path) -> dict:
     """A finished fold's metrics.json, or a one-line error naming it when it is damaged."""
     try:
         m = read_json(path)
     except (OSError, ValueError) as e:
-        raise SignferError(f"{path}: damaged fold result ({_why(e)}); re-run with --redo-damaged "
+        raise SignferError(f"{path}: damaged fold result ({first_line(e)}); re-run with --redo-damaged "
                            "to run the fold again") from None
     if not isinstance(m, dict):
         raise SignferError(f"{path}: damaged fold result (not a JSON object); re-run with --redo-damaged")
@@ -282,7 +278,7 @@ def fold_damage(d: Path) -> tuple[Path, str] | None:
     try:
         m = read_json(metrics_path)
     except (OSError, ValueError) as e:
-        return metrics_path, f"unreadable ({_why(e)})"
+        return metrics_path, f"unreadable ({first_line(e)})"
     missing = [k for k in ("accuracy", "n_test", "config", "fold") if not isinstance(m, dict) or k not in m]
     if missing:
         return metrics_path, f"incomplete (no {', '.join(missing)})"
@@ -292,7 +288,7 @@ def fold_damage(d: Path) -> tuple[Path, str] | None:
     except FileNotFoundError:
         return path, "missing (the fold's metrics.json is there)"
     except (OSError, ValueError) as e:
-        return path, f"unreadable ({_why(e)})"
+        return path, f"unreadable ({first_line(e)})"
     if not {"path", "label", "pred"} <= set(pred.columns) or len(pred) != m["n_test"]:
         return path, f"incomplete ({len(pred)} rows for {m['n_test']} test samples)"
     path = d / "history.json"
@@ -301,7 +297,7 @@ def fold_damage(d: Path) -> tuple[Path, str] | None:
     except FileNotFoundError:
         return path, "missing (the fold's metrics.json is there)"
     except (OSError, ValueError) as e:
-        return path, f"unreadable ({_why(e)})"
+        return path, f"unreadable ({first_line(e)})"
     if not isinstance(history, list):
         return path, "damaged (not a list of epochs)"
     return None
@@ -488,8 +484,7 @@ def _check_resume(out: Path, settings: dict) -> dict:
     try:
         old = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SignferError(f"{path}: unreadable ({reason}); use a new --out") from None
+        raise SignferError(f"{path}: unreadable ({first_line(e)}); use a new --out") from None
     if not isinstance(old, dict):
         raise SignferError(f"{path}: damaged (not a mapping of settings); use a new --out")
     new = yaml.safe_load(dump_yaml(settings))  # as config.yaml holds it: tuples are lists

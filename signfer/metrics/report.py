@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from signfer.errors import SignferError
+from signfer.errors import SignferError, first_line
 from signfer.io import atomic_path
 from signfer.metrics.core import KEYS, METRICS, aggregate, dedupe_folds, ordered_unique
 from signfer.metrics.plots import plot_confusion, plot_fold_accuracy, plot_learning_curves
@@ -54,7 +54,7 @@ def load_results(out_dir: str | os.PathLike) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise SignferError(f"no results to report: {path} is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise SignferError(f"{path}: damaged ({str(e).splitlines()[0]}); run the cv or grid "
+        raise SignferError(f"{path}: damaged ({first_line(e)}); run the cv or grid "
                            "command again to write it from the folds") from None
     if results.empty:
         raise SignferError(f"no results to report: {path} has no rows")

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from signfer import __version__
-from signfer.errors import SignferError
+from signfer.errors import SignferError, first_line
 from signfer.faces.crop import CropSpec
 from signfer.io import atomic_path, cache_dir
 from signfer.labels import HSEMOTION_ORDER
@@ -201,8 +201,7 @@ def read_keras_weights(path: str | os.PathLike) -> tuple[dict[tuple[str, str], n
 
             root.visititems(visit)
     except (OSError, KeyError, ValueError, RuntimeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SignferError(f"{path}: unreadable HDF5 file, truncated or damaged ({first})") from None
+        raise SignferError(f"{path}: unreadable HDF5 file, truncated or damaged ({first_line(e)})") from None
     if not weights:
         raise SignferError(f"{path}: an HDF5 file without Keras weights (no datasets under model_weights)")
     return weights, info

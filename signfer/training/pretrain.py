@@ -34,7 +34,7 @@ from signfer.config import check_settings
 from signfer.data import load_dataset
 from signfer.data.cache import load_images
 from signfer.data.halves import SCHEME as HALVES_SCHEME
-from signfer.errors import SignferError
+from signfer.errors import SignferError, first_line
 from signfer.io import atomic_path, read_json, write_json
 from signfer.models.checkpoint import (
     ModelMeta,
@@ -220,7 +220,7 @@ def pretrain(root: str | Path, out: str | Path, cfg: PretrainConfig, command: st
         try:
             s = torch.load(state_path, map_location="cpu", weights_only=True)
         except Exception as e:  # a half-written or foreign file: torch raises several types
-            raise SignferError(f"{state_path}: damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+            raise SignferError(f"{state_path}: damaged ({first_line(e)}); "
                                "delete it to start this run again") from None
         try:
             model.load_state_dict(s["model"])
