@@ -30,7 +30,8 @@ from signfer.errors import SignferError
 from signfer.labels import HSEMOTION_ORDER
 from signfer.models import hsemotion
 from signfer.models.checkpoint import build_model, load_meta, load_model
-from signfer.models.hsemotion import KERAS_MEANS, import_hsemotion, sha256
+from signfer.io import file_sha256 as sha256
+from signfer.models.hsemotion import KERAS_MEANS, import_hsemotion
 from signfer.models.mobilenetv1 import BLOCKS
 from signfer.models.safe_pickle import safe_loads
 

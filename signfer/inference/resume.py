@@ -37,7 +37,7 @@ import numpy as np
 
 from signfer import __version__
 from signfer.faces.crop import Box
-from signfer.io import read_json, write_json
+from signfer.io import file_sha256, read_json, write_json
 
 #: The record's file name after the video's stem.
 DONE_SUFFIX = ".done.json"
@@ -97,14 +97,6 @@ def _earlier(video: Path, out_dir: Path) -> dict:
     except (OSError, ValueError):  # none, or a damaged one
         return {}
     return earlier if isinstance(earlier, dict) else {}
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_done(video: Path, out_dir: Path, record: dict, outputs: Iterable[str | Path]) -> bool:

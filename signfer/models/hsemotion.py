@@ -39,7 +39,6 @@ PosixPath('models/enet_b0_7')
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -54,7 +53,7 @@ import torch
 from signfer import __version__
 from signfer.errors import SignferError, first_line
 from signfer.faces.crop import CropSpec
-from signfer.io import atomic_path, cache_dir
+from signfer.io import atomic_path, cache_dir, file_sha256
 from signfer.labels import HSEMOTION_ORDER
 from signfer.models.checkpoint import ModelMeta, checkpoint_files, save_checkpoint
 from signfer.models.registry import IMAGENET_MEAN, IMAGENET_STD, create_model
@@ -85,14 +84,6 @@ KNOWN: dict[str, Known] = {
     "enet_b0_7": Known("enet_b0_7.pt", "tf_efficientnet_b0", "65.74 % on AffectNet validation (7 classes)"),
     "mobilenet_7": Known("mobilenet_7.h5", "mobilenetv1", "64.71 % on AffectNet validation (7 classes)"),
 }
-
-
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _kind(path: Path) -> str:
@@ -306,7 +297,7 @@ def import_hsemotion(path: str | os.PathLike, out: str | os.PathLike, *, trust: 
         meta = _mobilenet_meta()
         preprocessing = ("RGB; face box squashed to 224 x 224; x - (103.939, 116.779, 123.68) "
                          "for (R, G, B) in 0-255 units, no scaling")
-    digest = sha256(path)
+    digest = file_sha256(path)
     known = next((k for k in KNOWN.values() if k.arch == meta.arch), None)
     meta.training_data = "AffectNet, 7 classes, by HSEmotion (A. Savchenko); imported by signfer"
     meta.command = command
@@ -343,7 +334,7 @@ def _sha_memo(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA_MEMO:
-        _SHA_MEMO[key] = sha256(path)
+        _SHA_MEMO[key] = file_sha256(path)
     return _SHA_MEMO[key]
 
 
