@@ -70,9 +70,16 @@ from signfer.faces.crop import Box, largest
 from signfer.faces.downscale import detect_downscaled
 from signfer.faces.track import TRACK_SIZE, detect_near
 from signfer.inference.schema import PROB_PREFIX, class_names, prob_columns
-from signfer.inference import resume
 from signfer.inference.classifier import stack_crops
-from signfer.inference.resume import forget, is_done, keep_edited_eaf, model_fingerprint, note_eaf, run_record
+from signfer.inference.resume import (
+    forget,
+    is_done,
+    keep_edited_eaf,
+    mark_done,
+    model_fingerprint,
+    note_eaf,
+    run_record,
+)
 from signfer.inference.smoothing import smooth_probs
 from signfer.io import atomic_path
 from signfer.video import Frame, Span, end_s, frame_count_hint, iter_frames, iter_span, probe, split_frames
@@ -688,7 +695,7 @@ def annotate_many(
                     outcome[todo[k]] = _error_line(paths[todo[k]], exc)
                 else:
                     log.info("%s", result.summary())
-                    _mark_done(paths[todo[k]], out_dir, records[todo[k]])
+                    mark_done(paths[todo[k]], out_dir, records[todo[k]])
                     outcome[todo[k]] = result
                 shown.update()
     else:
@@ -721,12 +728,6 @@ def _not_done(paths: list[Path], todo: list[int], out_dir: Path, classifier, det
             continue
         left.append(i)  # write_outputs keeps an edited .eaf and drops the old record
     return left, records, skipped
-
-
-def _mark_done(path: Path, out_dir, record: dict | None) -> None:
-    """Record that ``path``'s files are written (:func:`signfer.inference.resume.mark_done`)."""
-    if record is not None:
-        resume.mark_done(path, Path(out_dir), record)
 
 
 def _error_line(path: Path, exc: BaseException) -> str:
@@ -786,5 +787,5 @@ def _annotate_chunked(paths: list[Path], todo: list[int], out_dir, executor, sha
                 continue
             written.seconds = sum(s for _, s in done) + time.perf_counter() - started
             log.info("%s", written.summary())
-            _mark_done(paths[i], out_dir, records[i])
+            mark_done(paths[i], out_dir, records[i])
             outcome[i] = written

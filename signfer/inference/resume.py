@@ -106,8 +106,11 @@ def is_done(video: Path, out_dir: Path, record: dict, outputs: Iterable[str | Pa
     return earlier == record and all(Path(p).is_file() for p in outputs)
 
 
-def mark_done(video: Path, out_dir: Path, record: dict) -> None:
-    """Write ``video``'s record (atomically), after its files, with the hash of its ``.eaf``."""
+def mark_done(video: Path, out_dir: Path, record: dict | None) -> None:
+    """Write ``video``'s record (atomically), after its files, with the hash of its ``.eaf``;
+    nothing without a record (a video that could not be read when the run began)."""
+    if record is None:
+        return
     eaf = Path(out_dir) / f"{Path(video).stem}.eaf"
     write_json(done_path(video, out_dir), {**record, **({EAF_HASH: file_sha256(eaf)} if eaf.is_file() else {})})
 

@@ -337,25 +337,25 @@ def _all_layers(model: nn.Module, images: torch.Tensor, y_t: torch.Tensor, y: np
         return random_affine(x, cfg.rotate, cfg.scale, generator)  # x itself when both are 0
 
     def save(epoch: int) -> None:
+        """Save the state after ``epoch`` if ``state`` asks for it and it is time."""
         nonlocal last_save, state
+        if state is None:
+            return
         path, key, every_s = state
         if time.perf_counter() - last_save < (STATE_EVERY_S if every_s is None else every_s):
             return
         try:
-            _save(path, key, epoch)
+            _save_state(path, {
+                "key": key, "format": STATE_FORMAT, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "best_model": best_state, "best": list(best),
+                "stage_best": list(stage_best), "stale": stale, "history": result.history,
+                "best_epoch": result.best_epoch, "train_images": result.train_images,
+                "train_seconds": result.train_seconds, "seconds": time.perf_counter() - start})
         except OSError as e:  # e.g. a Ray worker on a node that does not see --out: train on without
             log(f"    cannot save the fit's state to {path} ({e.strerror or e}); this fit goes on without")
             state = None
         last_save = time.perf_counter()
-
-    def _save(path: Path, key: str, epoch: int) -> None:
-        _save_state(path, {
-            "key": key, "format": STATE_FORMAT, "epoch": epoch, "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "best_model": best_state, "best": list(best), "stage_best": list(stage_best), "stale": stale,
-            "history": result.history, "best_epoch": result.best_epoch, "train_images": result.train_images,
-            "train_seconds": result.train_seconds, "seconds": time.perf_counter() - start})
 
     for epoch in range(first, (cfg.epochs if epochs is None else epochs) + 1):
         order = balanced_order(y[train_idx], gen) if "ws" in techniques else None
@@ -370,8 +370,7 @@ def _all_layers(model: nn.Module, images: torch.Tensor, y_t: torch.Tensor, y: np
             log(f"    epoch {epoch}/{epochs}: train loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} | "
                 f"{stats['img_per_s']:.0f} img/s")
             best_state, result.best_epoch = model.state_dict(), epoch  # the last one is kept
-            if state is not None:
-                save(epoch)
+            save(epoch)
             continue
         val = evaluate(model, x_all[val_idx], y_t[val_idx], preprocess, val_loss_fn)
         result.history.append({"stage": "all", "epoch": epoch, "train_loss": stats["loss"],
@@ -388,8 +387,7 @@ def _all_layers(model: nn.Module, images: torch.Tensor, y_t: torch.Tensor, y: np
             stale += 1
             if stale >= cfg.patience:
                 break
-        if state is not None:
-            save(epoch)
+        save(epoch)
     model.load_state_dict(best_state)
     model.eval()
     result.best_val_accuracy = best[0] if validate else float("nan")
