@@ -44,8 +44,8 @@ def _is_dir(entry: os.DirEntry) -> bool:
             return True
     except OSError:
         pass
-    problem = path_problem(entry.path)
-    if problem and entry.is_symlink():
+    # is_symlink() comes from the listing; only a link is stat'ed here (load_folder checks the images)
+    if entry.is_symlink() and (problem := path_problem(entry.path)):
         raise SignferError(f"{entry.path}: {problem}; remove or fix the link")
     return False
 

@@ -182,10 +182,10 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 
         return resolve_hsemotion(str(name_or_path))
     stem = _stem(name_or_path)
-    if _file(stem, ".safetensors").exists() and _file(stem, ".json").exists():
+    if all(p.exists() for p in checkpoint_files(stem)):
         return stem
     legacy = stem.with_suffix("")  # before 2026-12-03, `feph-v1.5` was saved as feph-v1.safetensors
-    if legacy != stem and all(_file(legacy, ext).exists() for ext in (".safetensors", ".json")):
+    if legacy != stem and all(p.exists() for p in checkpoint_files(legacy)):
         if stem not in _LEGACY_NOTED:
             _LEGACY_NOTED.add(stem)
             print(f"note: no checkpoint {stem}.safetensors; using {legacy}.safetensors, where signfer "
@@ -290,7 +290,10 @@ def check_init(arch: str, init: str) -> None:
         if init == "imagenet":
             imagenet_weights_path(spec)
         return
-    meta = load_meta(init)
+    _require_arch(arch, init, load_meta(init))
+
+
+def _require_arch(arch: str, init: str, meta: ModelMeta) -> None:
     if get_arch(arch).name != meta.arch:
         raise SignferError(f"checkpoint {init!r} is a {meta.arch}, not a {arch}")
 
@@ -324,8 +327,8 @@ def build_model(arch: str | None, classes: list[str], init: str, input_size: int
         model = create_model(arch, len(classes), init)
         return model, ModelMeta(arch=arch, input_size=input_size, labels=classes)
     state, meta = load_checkpoint(init)
-    if arch is not None and get_arch(arch).name != meta.arch:
-        raise SignferError(f"checkpoint {init!r} is a {meta.arch}, not a {arch}")
+    if arch is not None:
+        _require_arch(arch, init, meta)
     model = create_model(meta.arch, len(meta.labels), "random")
     _load_state(model, state, init)
     old = [canonical(c) for c in meta.labels]

@@ -65,8 +65,9 @@ def preset_init(name: str | None, arch: str | None) -> str:
     return STARTS.get(name or "", {}).get(arch) or default_init(arch)
 
 
-def preset(name: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The training settings of preset ``name`` with ``overrides`` (``--set``) on top."""
+def preset(name: str, overrides: dict[str, Any] | None = None, where: str = "--set") -> TrainConfig:
+    """The training settings of preset ``name`` with ``overrides`` on top; a bad
+    override is an error naming ``where`` they came from."""
     if name not in PRESETS:
         raise SignferError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
-    return from_dict(TrainConfig, {**PRESETS[name], **(overrides or {})}, "--set")
+    return from_dict(TrainConfig, {**PRESETS[name], **(overrides or {})}, where)

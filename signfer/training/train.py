@@ -226,7 +226,7 @@ def finetune(
     if input_size is not None and not (isinstance(input_size, int) and input_size >= 16):
         raise SignferError(f"input_size must be >= 16 (pixels), got {input_size!r}")
     if isinstance(train, dict):  # overrides of the preset's settings, as cross_validate takes them
-        train = from_dict(TrainConfig, {**dataclasses.asdict(preset("accurate")), **train}, "train")
+        train = preset("accurate", train, where="train")
     # with --epochs-from, the run's own settings unless others are given
     cfg = train or (None if epochs_from else preset("accurate"))
     check_out_files([*checkpoint_files(out), fit_state_path(out)], "checkpoint")  # before any work
