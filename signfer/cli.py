@@ -849,12 +849,12 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+_FOLDS_KEPT = ("; finished folds are saved, and the fit in progress as of its last saved state: "
+               "re-run the same command to resume")
 #: What an interrupted command keeps, and how to go on (see each command's resume).
 RESUME_HINTS = {
-    "cv": "; finished folds are saved, and the fit in progress as of its last saved state: "
-          "re-run the same command to resume",
-    "grid": "; finished folds are saved, and the fit in progress as of its last saved state: "
-            "re-run the same command to resume",
+    "cv": _FOLDS_KEPT,
+    "grid": _FOLDS_KEPT,
     "train": "; the fit's state is saved every 30 s of training: re-run the same command to resume",
     "pretrain": "; the finished epochs are saved: re-run the same command to resume",
     "annotate": "; the finished videos are kept: re-run the same command to go on with the rest",
